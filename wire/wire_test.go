@@ -1,0 +1,239 @@
+package wire_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopidbox/pidbox/wire"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A request exactly as Kombu 5.2 put it on Redis (see docs on the wire).
+const kombuRequest = `{"body": "eyJtZXRob2QiOiAicGluZyIsICJhcmd1bWVudHMiOiB7fSwgImRlc3RpbmF0aW9uIjogbnVsbCwgInBhdHRlcm4iOiBudWxsLCAibWF0Y2hlciI6IG51bGwsICJ0aWNrZXQiOiAiMWE0YjU3ZjQtZGY0My00ZTQ0LWFjZTEtYzQxNDQyMDVkOGQ5IiwgInJlcGx5X3RvIjogeyJleGNoYW5nZSI6ICJyZXBseS5jZWxlcnkucGlkYm94IiwgInJvdXRpbmdfa2V5IjogImE5ZDU5YmYzLTJhYjktMzFkNS1iZmQ4LTU0ODg3NmY4OWNhMSJ9fQ==", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"clock": 1, "expires": 1795446884.7034414}, "properties": {"delivery_mode": 2, "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""}, "priority": 0, "body_encoding": "base64", "delivery_tag": "0c53a0a4-6f2a-4b8e-a0b4-6b1b0f0b4c41"}}`
+
+func TestDecodeKombuRequest(t *testing.T) {
+	e, err := wire.Decode([]byte(kombuRequest), 0)
+	require.NoError(t, err)
+	assert.Equal(t, "application/json", e.ContentType)
+	assert.Equal(t, uint64(1), e.Headers.Clock)
+	assert.InDelta(t, 1795446884.7034414, e.Headers.Expires, 1e-6)
+	assert.Equal(t, "celery.pidbox", e.Properties.Exchange)
+	assert.Equal(t, 2, e.Properties.DeliveryMode)
+
+	c, err := wire.CodecFor(e.ContentType, []string{"json"})
+	require.NoError(t, err)
+	r, err := wire.DecodeRequest(c, e.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "ping", r.Method)
+	assert.Nil(t, r.Destination)
+	assert.Empty(t, r.Pattern)
+	assert.Equal(t, "1a4b57f4-df43-4e44-ace1-c4144205d8d9", r.Ticket)
+	require.NotNil(t, r.ReplyTo)
+	assert.Equal(t, wire.ReplyTo{Exchange: "reply.celery.pidbox", RoutingKey: "a9d59bf3-2ab9-31d5-bfd8-548876f89ca1"}, *r.ReplyTo)
+	assert.JSONEq(t, `{}`, string(r.Arguments))
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	in := &wire.Envelope{
+		Body:            []byte("\x00\xffbinary \"body\"\n"),
+		ContentType:     "application/x-msgpack",
+		ContentEncoding: "binary",
+		Headers:         wire.Headers{Clock: 1 << 60, Expires: 1795446884.75, Ticket: "t\"\\\x01é\xff"},
+		Properties:      wire.Properties{DeliveryMode: wire.Transient, Exchange: "reply.x.pidbox", RoutingKey: "oid"},
+	}
+	data := wire.Encode(in)
+	require.True(t, json.Valid(data), "encoder must write valid JSON: %s", data)
+
+	// encoding/json agrees on every field.
+	var generic map[string]any
+	require.NoError(t, json.Unmarshal(data, &generic))
+	assert.Equal(t, base64.StdEncoding.EncodeToString(in.Body), generic["body"])
+	props := generic["properties"].(map[string]any)
+	assert.Equal(t, "base64", props["body_encoding"])
+	assert.Len(t, props["delivery_tag"], 36, "a fresh uuid")
+
+	out, err := wire.Decode(data, 0)
+	require.NoError(t, err)
+	assert.Equal(t, in.Body, out.Body)
+	assert.Equal(t, in.Headers.Clock, out.Headers.Clock)
+	assert.Equal(t, in.Headers.Expires, out.Headers.Expires)
+	assert.Equal(t, "t\"\\\x01é\ufffd", out.Headers.Ticket, "invalid UTF-8 is replaced, the rest kept")
+	assert.Equal(t, in.Properties.Exchange, out.Properties.Exchange)
+	assert.Equal(t, in.Properties.RoutingKey, out.Properties.RoutingKey)
+	assert.Equal(t, wire.Transient, out.Properties.DeliveryMode)
+
+	// Two encodings get different delivery tags.
+	out2, err := wire.Decode(wire.Encode(in), 0)
+	require.NoError(t, err)
+	assert.NotEqual(t, out.Properties.DeliveryTag, out2.Properties.DeliveryTag)
+}
+
+func TestAppendEncodeReusesBuffer(t *testing.T) {
+	e := &wire.Envelope{Body: []byte("{}"), ContentType: "application/json", Properties: wire.Properties{DeliveryTag: "x"}}
+	buf := make([]byte, 0, 1024)
+	out := wire.AppendEncode(buf, e)
+	assert.Equal(t, &buf[:1][0], &out[:1][0], "no reallocation when the buffer is big enough")
+	assert.Equal(t, 0.0, testing.AllocsPerRun(100, func() { wire.AppendEncode(buf[:0], e) }))
+}
+
+func TestDecodeErrors(t *testing.T) {
+	valid := string(wire.Encode(&wire.Envelope{Body: []byte("{}"), ContentType: "application/json"}))
+	cases := []struct {
+		name, in string
+		want     error
+		text     string
+	}{
+		{"not json", "garbage\x00", wire.ErrMalformed, "not a JSON object"},
+		{"json array", `[1,2]`, wire.ErrMalformed, "not a JSON object"},
+		{"no body", `{"headers": {}}`, wire.ErrMalformed, "no body"},
+		{"bad base64", `{"body": "!!!", "properties": {"body_encoding": "base64"}}`, wire.ErrMalformed, "base64"},
+		{"bad clock", `{"body": "", "headers": {"clock": "abc"}}`, wire.ErrMalformed, "clock"},
+		{"negative clock", `{"body": "", "headers": {"clock": -4}}`, wire.ErrMalformed, "clock"},
+		{"bad expires", `{"body": "", "headers": {"expires": "soon"}}`, wire.ErrMalformed, ""},
+		{"bad priority", `{"body": "", "properties": {"priority": 1.5}}`, wire.ErrMalformed, "priority"},
+		{"unknown body encoding", `{"body": "x", "properties": {"body_encoding": "rot13"}}`, wire.ErrUnsupported, "rot13"},
+		{"too large", valid + strings.Repeat(" ", 100), wire.ErrTooLarge, "limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := wire.Decode([]byte(tc.in), len(valid))
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.text)
+		})
+	}
+	// A float clock with a whole value is accepted, and a body without
+	// body_encoding is taken as it is.
+	e, err := wire.Decode([]byte(`{"body": "{}", "headers": {"clock": 7.0}}`), 0)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(7), e.Headers.Clock)
+	assert.Equal(t, "{}", string(e.Body))
+}
+
+func TestHeadersExpiry(t *testing.T) {
+	now := time.Now()
+	h := wire.Headers{Expires: wire.ExpiresAt(now.Add(time.Second))}
+	assert.False(t, h.Expired(now))
+	assert.True(t, h.Expired(now.Add(2*time.Second)))
+	d, ok := h.Deadline()
+	require.True(t, ok)
+	assert.WithinDuration(t, now.Add(time.Second), d, time.Millisecond)
+
+	never := wire.Headers{}
+	assert.False(t, never.Expired(now.Add(1000*time.Hour)))
+	_, ok = never.Deadline()
+	assert.False(t, ok)
+	assert.Equal(t, 0.0, wire.ExpiresAt(time.Time{}))
+}
+
+func TestCodecLookup(t *testing.T) {
+	c, err := wire.CodecNamed("msgpack")
+	require.NoError(t, err)
+	assert.Equal(t, "application/x-msgpack", c.ContentType())
+	_, err = wire.CodecNamed("pickle")
+	assert.ErrorIs(t, err, wire.ErrUnsupported)
+
+	_, err = wire.CodecFor("application/x-msgpack", []string{"json"})
+	assert.ErrorIs(t, err, wire.ErrUnsupported, "known but not accepted")
+	_, err = wire.CodecFor("application/x-python-serialize", []string{"json", "pickle"})
+	assert.ErrorIs(t, err, wire.ErrUnsupported, "pickle is never decoded")
+	c, err = wire.CodecFor("application/json", []string{"application/json"})
+	require.NoError(t, err)
+	assert.Equal(t, "json", c.Name())
+}
+
+type args struct {
+	Level string `json:"level"`
+	N     int    `json:"n"`
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	for _, c := range wire.Codecs() {
+		t.Run(c.Name(), func(t *testing.T) {
+			a, err := c.Marshal(args{Level: "debug", N: 3})
+			require.NoError(t, err)
+			in := &wire.Request{
+				Method: "set_level", Arguments: a, Destination: []string{"a@h", "b@h"},
+				Pattern: "w*", Matcher: wire.MatchGlob, Ticket: "t1",
+				ReplyTo: &wire.ReplyTo{Exchange: "reply.celery.pidbox", RoutingKey: "oid"},
+			}
+			data, err := wire.EncodeRequest(c, in)
+			require.NoError(t, err)
+			out, err := wire.DecodeRequest(c, data)
+			require.NoError(t, err)
+			assert.Equal(t, in.Method, out.Method)
+			assert.Equal(t, in.Destination, out.Destination)
+			assert.Equal(t, in.Pattern, out.Pattern)
+			assert.Equal(t, in.Matcher, out.Matcher)
+			assert.Equal(t, in.Ticket, out.Ticket)
+			assert.Equal(t, in.ReplyTo, out.ReplyTo)
+			var got args
+			require.NoError(t, c.Unmarshal(out.Arguments, &got))
+			assert.Equal(t, args{Level: "debug", N: 3}, got)
+
+			// A cast: no ticket, no reply_to, nulls for the rest, {} arguments.
+			data, err = wire.EncodeRequest(c, &wire.Request{Method: "ping"})
+			require.NoError(t, err)
+			var generic map[string]any
+			require.NoError(t, c.Unmarshal(data, &generic))
+			assert.Equal(t, map[string]any{"method": "ping", "arguments": map[string]any{}, "destination": nil, "pattern": nil, "matcher": nil}, generic)
+		})
+	}
+}
+
+func TestDecodeRequestErrors(t *testing.T) {
+	c := wire.JSON{}
+	for name, in := range map[string]string{
+		"not an object":          `"ping"`,
+		"destination not a list": `{"method": "ping", "destination": "a@h"}`,
+		"method not a string":    `{"method": 42}`,
+		"no method":              `{"arguments": {}}`,
+		"reply without ticket":   `{"method": "ping", "reply_to": {"exchange": "x", "routing_key": "y"}}`,
+		"truncated":              `{"method": "pi`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := wire.DecodeRequest(c, []byte(in))
+			assert.ErrorIs(t, err, wire.ErrMalformed)
+		})
+	}
+	_, err := wire.DecodeRequest(wire.Msgpack{}, []byte{0xa3, 'a', 'b', 'c'})
+	assert.ErrorIs(t, err, wire.ErrMalformed)
+}
+
+func TestReplies(t *testing.T) {
+	for _, c := range wire.Codecs() {
+		t.Run(c.Name(), func(t *testing.T) {
+			data, err := wire.EncodeReply(c, "w1@h", map[string]string{"ok": "pong"})
+			require.NoError(t, err)
+			node, val, err := wire.DecodeReply(c, data)
+			require.NoError(t, err)
+			assert.Equal(t, "w1@h", node)
+			_, isErr := wire.ReplyError(c, val)
+			assert.False(t, isErr)
+
+			data, err = wire.EncodeReply(c, "w1@h", wire.ErrorValue{Error: "KeyError('nosuch')"})
+			require.NoError(t, err)
+			_, val, err = wire.DecodeReply(c, data)
+			require.NoError(t, err)
+			text, isErr := wire.ReplyError(c, val)
+			assert.True(t, isErr)
+			assert.Equal(t, "KeyError('nosuch')", text)
+
+			// A value that merely mentions "error" is not an error reply.
+			data, err = wire.EncodeReply(c, "w1@h", map[string]any{"error": "x", "other": 1})
+			require.NoError(t, err)
+			_, val, err = wire.DecodeReply(c, data)
+			require.NoError(t, err)
+			_, isErr = wire.ReplyError(c, val)
+			assert.False(t, isErr)
+
+			two, err := c.Marshal(map[string]int{"a": 1, "b": 2})
+			require.NoError(t, err)
+			_, _, err = wire.DecodeReply(c, two)
+			assert.ErrorIs(t, err, wire.ErrMalformed)
+		})
+	}
+}
