@@ -1,0 +1,271 @@
+// Package memory is an in-process pidbox transport with the routing
+// semantics of Kombu's Redis transport: fanout exchanges deliver to the
+// queues listening at that moment, direct exchanges to the queues bound
+// under the routing key, and queues are consumed competitively.
+//
+// It needs nothing installed, which makes it the embedded default for demos
+// and tests of code built on pidbox. Every queue is bounded, so a flood
+// loses the newest messages instead of growing without limit.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/gopidbox/pidbox/transport"
+)
+
+// DefaultQueueLimit is the number of messages a queue holds when Options
+// does not say.
+const DefaultQueueLimit = 10_000
+
+// Options configure a Broker. The zero value works.
+type Options struct {
+	// QueueLimit bounds every queue; further messages are dropped.
+	// Zero means DefaultQueueLimit.
+	QueueLimit int
+	// Logger receives a warning when a full queue drops a message.
+	// Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Broker is an in-process transport.Transport. Create it with New.
+type Broker struct {
+	limit int
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	bindings map[string][]transport.Binding // by exchange name
+	queues   map[string]*queue              // direct queues, by name
+	fanout   map[string][]*subscription     // fanout listeners, by exchange name
+	subs     map[*subscription]struct{}     // every open subscription
+}
+
+var _ transport.Transport = (*Broker)(nil)
+
+// New returns an empty broker.
+func New(opts Options) *Broker {
+	if opts.QueueLimit <= 0 {
+		opts.QueueLimit = DefaultQueueLimit
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Broker{
+		limit:    opts.QueueLimit,
+		log:      opts.Logger,
+		bindings: map[string][]transport.Binding{},
+		queues:   map[string]*queue{},
+		fanout:   map[string][]*subscription{},
+		subs:     map[*subscription]struct{}{},
+	}
+}
+
+// queue is a bounded FIFO with a wake-up signal for receivers.
+type queue struct {
+	name   string
+	items  [][]byte
+	head   int
+	signal chan struct{}
+	refs   int // subscriptions consuming it
+}
+
+func newQueue(name string) *queue {
+	return &queue{name: name, signal: make(chan struct{}, 1)}
+}
+
+func (q *queue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// push appends msg; the caller holds the broker lock.
+func (b *Broker) push(q *queue, msg []byte) {
+	if len(q.items)-q.head >= b.limit {
+		b.log.Warn("pidbox memory transport: queue full, message dropped", "queue", q.name, "limit", b.limit)
+		return
+	}
+	q.items = append(q.items, slices.Clone(msg))
+	q.wake()
+}
+
+// pop takes the oldest message; the caller holds the broker lock.
+func (q *queue) pop() ([]byte, bool) {
+	if q.head == len(q.items) {
+		return nil, false
+	}
+	msg := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head*2 > len(q.items) {
+		q.items = append(q.items[:0], q.items[q.head:]...)
+		q.head = 0
+	}
+	return msg, true
+}
+
+// Publish implements transport.Publisher.
+func (b *Broker) Publish(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return transport.ErrClosed
+	}
+	switch ex.Kind {
+	case transport.Fanout:
+		for _, s := range b.fanout[ex.Name] {
+			b.push(s.q, msg)
+		}
+	case transport.Direct:
+		for _, bd := range b.bindings[ex.Name] {
+			if bd.RoutingKey == routingKey {
+				if q := b.queues[bd.Queue]; q != nil {
+					b.push(q, msg)
+				}
+			}
+		}
+	default:
+		return fmt.Errorf("memory transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
+	}
+	return nil
+}
+
+// Subscribe implements transport.Subscriber.
+func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding) (transport.Subscription, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if bd.Exchange.Kind != transport.Fanout && bd.Exchange.Kind != transport.Direct {
+		return nil, fmt.Errorf("memory transport: exchange %q has unknown kind %q", bd.Exchange.Name, bd.Exchange.Kind)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, transport.ErrClosed
+	}
+	s := &subscription{b: b, binding: bd, done: make(chan struct{})}
+	b.subs[s] = struct{}{}
+	if !slices.Contains(b.bindings[bd.Exchange.Name], bd) {
+		b.bindings[bd.Exchange.Name] = append(b.bindings[bd.Exchange.Name], bd)
+	}
+	if bd.Exchange.Kind == transport.Fanout {
+		// Every listener has its own buffer, as every Redis subscriber
+		// gets its own copy of a PUBLISH.
+		s.q = newQueue(bd.Queue)
+		b.fanout[bd.Exchange.Name] = append(b.fanout[bd.Exchange.Name], s)
+	} else {
+		q := b.queues[bd.Queue]
+		if q == nil {
+			q = newQueue(bd.Queue)
+			b.queues[bd.Queue] = q
+		}
+		s.q = q
+	}
+	s.q.refs++
+	return s, nil
+}
+
+// Bindings implements transport.Transport.
+func (b *Broker) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, transport.ErrClosed
+	}
+	return slices.Clone(b.bindings[ex.Name]), nil
+}
+
+// Close closes every subscription. It is safe to call more than once.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	for s := range b.subs {
+		s.closed = true
+		close(s.done)
+	}
+	b.fanout, b.queues, b.bindings, b.subs = nil, nil, nil, nil
+	return nil
+}
+
+type subscription struct {
+	b       *Broker
+	binding transport.Binding
+	q       *queue
+	closed  bool          // guarded by b.mu
+	done    chan struct{} // closed with closed
+}
+
+// Receive implements transport.Subscription.
+func (s *subscription) Receive(ctx context.Context) ([]byte, error) {
+	for {
+		s.b.mu.Lock()
+		if s.closed {
+			s.b.mu.Unlock()
+			return nil, fmt.Errorf("receive from %s: %w", s.binding.Queue, transport.ErrClosed)
+		}
+		msg, ok := s.q.pop()
+		if ok && len(s.q.items) > s.q.head {
+			s.q.wake() // more for the next receiver
+		}
+		signal := s.q.signal
+		s.b.mu.Unlock()
+		if ok {
+			return msg, nil
+		}
+		select {
+		case <-signal:
+		case <-s.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close implements transport.Subscription.
+func (s *subscription) Close() error {
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	delete(b.subs, s)
+	s.q.refs--
+	name := s.binding.Exchange.Name
+	if s.binding.Exchange.Kind == transport.Fanout {
+		b.fanout[name] = slices.DeleteFunc(b.fanout[name], func(o *subscription) bool { return o == s })
+		if slices.ContainsFunc(b.fanout[name], func(o *subscription) bool { return o.binding == s.binding }) {
+			return nil // another listener still holds the binding
+		}
+	} else {
+		if s.q.refs > 0 {
+			return nil // another consumer still holds the queue
+		}
+		delete(b.queues, s.binding.Queue)
+	}
+	b.bindings[name] = slices.DeleteFunc(b.bindings[name], func(o transport.Binding) bool { return o == s.binding })
+	if len(b.bindings[name]) == 0 {
+		delete(b.bindings, name)
+	}
+	return nil
+}

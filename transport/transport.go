@@ -1,0 +1,96 @@
+// Package transport defines what pidbox needs from a message broker: Kombu's
+// virtual exchanges and queues, reduced to a small interface with no broker
+// library's types in it.
+//
+// A transport moves opaque messages (encoded envelopes, see package wire)
+// between queues bound to exchanges. There are two kinds of exchange:
+//
+//   - Fanout delivers a message to every queue bound to the exchange whose
+//     consumer is listening at that moment. Like Redis pub/sub it is
+//     at-most-once: a consumer that is away misses the message.
+//   - Direct delivers a message to every queue bound under a routing key
+//     equal to the message's. The queue keeps it until it is received (or,
+//     on brokers with expiry, until the queue's TTL passes).
+//
+// Implementations: transport/memory (in process) and transport/redis
+// (wire-compatible with Kombu's Redis transport). Every implementation runs
+// the conformance suite in transport/transporttest.
+package transport
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrClosed is returned by operations on a closed transport or
+// subscription.
+var ErrClosed = errors.New("transport: closed")
+
+// Kind is the type of an exchange.
+type Kind string
+
+// Exchange kinds.
+const (
+	// Fanout delivers to every listening queue bound to the exchange.
+	Fanout Kind = "fanout"
+	// Direct delivers to every queue bound under the message's routing key.
+	Direct Kind = "direct"
+)
+
+// Exchange names an exchange and its kind.
+type Exchange struct {
+	// Name is the exchange name, such as "celery.pidbox".
+	Name string
+	// Kind says how the exchange routes.
+	Kind Kind
+}
+
+// Binding joins a queue to an exchange under a routing key.
+type Binding struct {
+	// Exchange is the exchange the queue is bound to.
+	Exchange Exchange
+	// RoutingKey selects the messages a direct exchange routes to the queue;
+	// fanout exchanges ignore it.
+	RoutingKey string
+	// Queue is the queue's name, such as "worker1@host.celery.pidbox".
+	Queue string
+}
+
+// Publisher sends messages to exchanges.
+type Publisher interface {
+	// Publish routes msg to the queues bound to ex under routingKey.
+	// A message that no queue takes is dropped without error, as in Kombu.
+	Publish(ctx context.Context, ex Exchange, routingKey string, msg []byte) error
+}
+
+// Subscriber binds queues and receives from them.
+type Subscriber interface {
+	// Subscribe binds b and starts consuming its queue. It returns once the
+	// subscription is confirmed by the broker: a message published after
+	// Subscribe returns reaches it.
+	Subscribe(ctx context.Context, b Binding) (Subscription, error)
+}
+
+// Subscription is a bound, consumed queue.
+type Subscription interface {
+	// Receive returns the next message. It blocks until one arrives, ctx is
+	// done (returning ctx.Err()) or the subscription or its transport is
+	// closed (returning an error wrapping ErrClosed). It may be called from
+	// one goroutine at a time.
+	Receive(ctx context.Context) ([]byte, error)
+	// Close stops consuming, removes the binding and deletes the queue.
+	// It is safe to call more than once.
+	Close() error
+}
+
+// Transport is a broker connection that pidbox mailboxes and nodes share.
+// Implementations are safe for concurrent use.
+type Transport interface {
+	Publisher
+	Subscriber
+	// Bindings lists the queues bound to ex that the broker believes to be
+	// alive. Mailboxes use it to know which nodes to expect replies from.
+	Bindings(ctx context.Context, ex Exchange) ([]Binding, error)
+	// Close closes every subscription and releases the connection.
+	Close() error
+}
