@@ -1,0 +1,58 @@
+package reply
+
+import (
+	"context"
+	"errors"
+	"iter"
+)
+
+// Rules say when a gather has all it asked for. The deadline and
+// cancellation come from the context given to Collect.
+type Rules struct {
+	// Limit ends the gather after this many replies; 0 means no limit.
+	Limit int
+	// Expect ends the gather once every named node has replied. Nil means
+	// no expectation; an empty, non-nil slice ends the gather at once.
+	Expect []string
+}
+
+// Collect streams the replies arriving in in until the rules are met, ctx
+// reaches its deadline, or the consumer stops. Reaching the deadline is the
+// normal end of a gather and yields no error; cancellation yields
+// ctx.Err(). Collect closes in when it returns.
+func Collect(ctx context.Context, in *Inbox, rules Rules) iter.Seq2[Reply, error] {
+	return func(yield func(Reply, error) bool) {
+		defer in.Close()
+		var missing map[string]bool
+		if rules.Expect != nil {
+			missing = make(map[string]bool, len(rules.Expect))
+			for _, n := range rules.Expect {
+				missing[n] = true
+			}
+			if len(missing) == 0 {
+				return
+			}
+		}
+		seen := map[string]bool{}
+		for n := 0; rules.Limit <= 0 || n < rules.Limit; n++ {
+			r, err := in.Next(ctx)
+			if err != nil {
+				if !errors.Is(err, context.DeadlineExceeded) {
+					yield(Reply{}, err)
+				}
+				return
+			}
+			r.Duplicate = seen[r.Node]
+			seen[r.Node] = true
+			if !yield(r, nil) {
+				return
+			}
+			if missing != nil {
+				delete(missing, r.Node)
+				if len(missing) == 0 {
+					return
+				}
+			}
+		}
+	}
+}
