@@ -2,6 +2,7 @@ package reply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -17,6 +18,9 @@ const (
 	DefaultUnclaimedAge = time.Minute
 	DefaultMaxPending   = 100_000
 )
+
+// ErrClosed is returned by inboxes of a closed Demux.
+var ErrClosed = errors.New("pidbox: mailbox closed")
 
 // Options configure a Demux. The zero value works.
 type Options struct {
@@ -47,8 +51,10 @@ type Options struct {
 // for them. It is safe for concurrent use.
 type Demux struct {
 	opts Options
+	done chan struct{} // closed by Close
 
 	mu        sync.Mutex
+	closed    bool
 	waiting   map[string]*Inbox
 	unclaimed map[string][]Reply
 	order     []kept // unclaimed tickets, oldest first
@@ -96,7 +102,7 @@ func NewDemux(opts Options) *Demux {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Demux{opts: opts, waiting: map[string]*Inbox{}, unclaimed: map[string][]Reply{}}
+	return &Demux{opts: opts, done: make(chan struct{}), waiting: map[string]*Inbox{}, unclaimed: map[string][]Reply{}}
 }
 
 // Stats returns the counters so far.
@@ -151,6 +157,10 @@ func (d *Demux) decode(msg []byte) (Reply, string, error) {
 func (d *Demux) route(ticket string, r Reply) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		d.stats.Dropped++
+		return
+	}
 	if in := d.waiting[ticket]; in != nil {
 		if in.put(r, d.opts.MaxPending) {
 			d.stats.Delivered++
@@ -222,6 +232,16 @@ func (d *Demux) Wait(ticket string) *Inbox {
 	return in
 }
 
+// Close ends every waiting call with ErrClosed. Later replies are dropped.
+func (d *Demux) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closed {
+		d.closed = true
+		close(d.done)
+	}
+}
+
 // Inbox holds the replies routed to one waiting call.
 type Inbox struct {
 	d      *Demux
@@ -266,6 +286,8 @@ func (in *Inbox) Next(ctx context.Context) (Reply, error) {
 		in.d.mu.Unlock()
 		select {
 		case <-in.signal:
+		case <-in.d.done:
+			return Reply{}, ErrClosed
 		case <-ctx.Done():
 			return Reply{}, ctx.Err()
 		}

@@ -140,10 +140,10 @@ type rawEnvelope struct {
 	Headers         struct {
 		Clock   json.RawMessage `json:"clock"`
 		Expires json.RawMessage `json:"expires"`
-		Ticket  string      `json:"ticket"`
+		Ticket  string          `json:"ticket"`
 	} `json:"headers"`
 	Properties struct {
-		BodyEncoding string      `json:"body_encoding"`
+		BodyEncoding string          `json:"body_encoding"`
 		DeliveryMode json.RawMessage `json:"delivery_mode"`
 		DeliveryTag  string          `json:"delivery_tag"`
 		Priority     json.RawMessage `json:"priority"`
