@@ -1,0 +1,174 @@
+// Package redistest runs real redis-server processes for tests: each on a
+// free loopback port, in a temporary directory, owned by the test, so tests
+// can also stop, kill, freeze and restart it. There is no mock.
+//
+// When redis-server is not installed, tests skip on a developer machine
+// and fail in CI (CI=true).
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process owned by a test.
+type Server struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	exit chan struct{}
+}
+
+// Require returns the path of a program the tests need. It skips the test
+// when the program is missing, unless CI=true, where it fails.
+func Require(t testing.TB, program, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(program)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found (%s); install it to run this test", program, install)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + ": missing in CI")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// Start runs a fresh redis-server and stops it when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: Require(t, "redis-server", "apt-get install redis-server"), dir: t.TempDir(), port: freePort(t)}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no",
+		"--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("redistest: start redis-server: %v", err)
+	}
+	s.exit = make(chan struct{})
+	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(s.cmd, s.exit)
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.exit:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redistest: redis-server exited at start: %s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redistest: redis-server on %s not answering: %v", s.Addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// URL is the redis:// URL of database db.
+func (s *Server) URL(db int) string { return fmt.Sprintf("redis://%s/%d", s.Addr(), db) }
+
+// Client returns a client the test closes at its end.
+func (s *Server) Client(db int) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), DB: db})
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Kill stops the server at once with SIGKILL, losing its data. It is a
+// no-op when the server is not running.
+func (s *Server) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server cannot die otherwise
+	_ = s.cmd.Process.Kill()
+	<-s.exit
+	s.cmd = nil
+}
+
+// Restart kills the server and starts a new one on the same port, with
+// its data lost.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	s.start()
+}
+
+// Start starts the server again after Kill.
+func (s *Server) Start() {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.start()
+	}
+}
+
+// Freeze stops the process with SIGSTOP: connections stay open but nothing
+// answers.
+func (s *Server) Freeze() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *Server) Thaw() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// KeysWithoutTTL lists the keys in db that match pattern and have no TTL.
+func (s *Server) KeysWithoutTTL(ctx context.Context, db int, pattern string) ([]string, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), DB: db})
+	defer c.Close()
+	var out []string
+	iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		ttl, err := c.PTTL(ctx, iter.Val()).Result()
+		if err != nil {
+			return nil, err
+		}
+		if ttl == -1 { // -2 means it vanished meanwhile
+			out = append(out, iter.Val())
+		}
+	}
+	return out, iter.Err()
+}
+
+// Log returns the server's log so far, for failure messages.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	return strings.TrimSpace(string(b))
+}

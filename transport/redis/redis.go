@@ -1,0 +1,486 @@
+// Package redis is the pidbox transport for Redis, wire-compatible with
+// Kombu's Redis transport (Kombu 5, Celery 5): Go nodes and controllers
+// talk to each other and to Python processes on the same Redis.
+//
+// On Redis, as in Kombu:
+//
+//   - an exchange's bindings are the set "_kombu.binding.<exchange>", each
+//     member routing_key + "\x06\x16" + pattern + "\x06\x16" + queue;
+//   - a fanout exchange is a pub/sub channel "/<db>.<exchange>" that nodes
+//     pattern-subscribe to;
+//   - a queue is a list, with priority sub-lists "<queue>\x06\x163", "...6"
+//     and "...9", pushed with LPUSH and popped from the right.
+//
+// Beyond Kombu: every list pidbox pushes to gets a TTL in the same round
+// trip; replies are delivered by one Lua script call and popped in batches;
+// Go bindings carry leases, so bindings of dead processes disappear and the
+// set of known nodes stays true; subscriptions are confirmed before
+// Subscribe returns, health-checked with PINGs, and re-established, with
+// their bindings, after a Redis restart or a dead socket.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gopidbox/pidbox/transport"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Defaults for Options.
+const (
+	DefaultQueueTTL            = 5 * time.Minute
+	DefaultLeaseTTL            = 15 * time.Second
+	DefaultHealthCheckInterval = 5 * time.Second
+	DefaultBlockTimeout        = time.Second
+)
+
+// sep joins the parts of a binding member and names priority sub-lists,
+// as in Kombu.
+const sep = "\x06\x16"
+
+// priorities are Kombu's priority steps; step 0 is the queue's own list.
+var priorities = [...]string{"", sep + "3", sep + "6", sep + "9"}
+
+// wakeToken is pushed to a list to end a blocking pop early on Close. It
+// is never delivered.
+const wakeToken = "\x00pidbox:wake"
+
+// Options configure a Transport. The zero value works and behaves like
+// Kombu's defaults.
+type Options struct {
+	// KeyPrefix is Kombu's global_keyprefix: prepended to every key and
+	// channel name, publish and subscribe alike.
+	KeyPrefix string
+	// FanoutPrefix is Kombu's fanout_prefix as a string. Empty means Kombu's
+	// default, "/{db}." ("{db}" becomes the database number).
+	FanoutPrefix string
+	// NoFanoutPrefix is Kombu's fanout_prefix=False: channels are named
+	// after the exchange alone.
+	NoFanoutPrefix bool
+	// NoFanoutPatterns is Kombu's fanout_patterns=False: a routing key is
+	// not appended to the channel name.
+	NoFanoutPatterns bool
+	// DB is the database number used in the fanout prefix. Open takes it
+	// from the URL; NewFromClient from the client's options.
+	DB int
+	// QueueTTL is set on every list pidbox pushes to. Default 5 minutes.
+	QueueTTL time.Duration
+	// LeaseTTL is how long a binding outlives its process when the process
+	// dies without unbinding. Leases are renewed every LeaseTTL/3.
+	// Default 15s.
+	LeaseTTL time.Duration
+	// HealthCheckInterval is how often an idle subscription PINGs Redis; a
+	// subscription whose PING goes unanswered for another interval is
+	// re-established. Default 5s.
+	HealthCheckInterval time.Duration
+	// BlockTimeout bounds each blocking pop on a list. Default 1s.
+	BlockTimeout time.Duration
+	// Logger receives connection trouble and recovery. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.QueueTTL <= 0 {
+		o.QueueTTL = DefaultQueueTTL
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.HealthCheckInterval <= 0 {
+		o.HealthCheckInterval = DefaultHealthCheckInterval
+	}
+	if o.BlockTimeout <= 0 {
+		o.BlockTimeout = DefaultBlockTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Transport is a transport.Transport on Redis. It is safe for concurrent
+// use.
+type Transport struct {
+	opts     Options
+	client   goredis.UniversalClient // commands and pub/sub
+	blocking goredis.UniversalClient // blocking pops, one connection each
+	owned    []goredis.UniversalClient
+	addr     string
+	fanout   string // fanout channel prefix, with {db} filled in
+
+	noBLMPOP atomic.Bool // the server lacks BLMPOP (Redis < 7)
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*subscription]struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// NewFromClient returns a transport on a client the caller already has; the
+// caller keeps ownership of it and closes it after the transport. For a
+// *goredis.Client or *goredis.ClusterClient, blocking pops run on a second
+// client with the same options, so they never starve the caller's pool.
+func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
+	t := newTransport(client, opts)
+	switch c := client.(type) {
+	case *goredis.Client:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1<<16, 0, 0
+		t.blocking = goredis.NewClient(&o)
+		t.owned = append(t.owned, t.blocking)
+		t.addr = o.Addr
+		t.opts.DB = o.DB
+	case *goredis.ClusterClient:
+		o := *c.Options()
+		o.PoolSize = 1 << 16
+		t.blocking = goredis.NewClusterClient(&o)
+		t.owned = append(t.owned, t.blocking)
+		t.addr = strings.Join(o.Addrs, ",")
+	}
+	t.fanout = fanoutPrefix(t.opts)
+	return t
+}
+
+func newTransport(client goredis.UniversalClient, opts Options) *Transport {
+	opts.setDefaults()
+	return &Transport{
+		opts:     opts,
+		client:   client,
+		blocking: client,
+		addr:     "redis",
+		fanout:   fanoutPrefix(opts),
+		subs:     map[*subscription]struct{}{},
+		stop:     make(chan struct{}),
+	}
+}
+
+func fanoutPrefix(o Options) string {
+	if o.NoFanoutPrefix {
+		return ""
+	}
+	p := o.FanoutPrefix
+	if p == "" {
+		p = "/{db}."
+	}
+	return strings.ReplaceAll(p, "{db}", fmt.Sprint(o.DB))
+}
+
+// Addr returns the address of the Redis server, for messages.
+func (t *Transport) Addr() string { return t.addr }
+
+func (t *Transport) errorf(format string, args ...any) error {
+	return fmt.Errorf("redis %s: "+format, append([]any{t.addr}, args...)...)
+}
+
+// Ping checks that Redis answers.
+func (t *Transport) Ping(ctx context.Context) error {
+	if err := t.client.Ping(ctx).Err(); err != nil {
+		return t.errorf("cannot reach the server: %w", err)
+	}
+	return nil
+}
+
+// Key names, with the global key prefix.
+
+func (t *Transport) key(name string) string          { return t.opts.KeyPrefix + name }
+func (t *Transport) bindingKey(exchange string) string { return t.key("_kombu.binding." + exchange) }
+func (t *Transport) leaseKey(exchange string) string   { return t.key("_pidbox.lease." + exchange) }
+func (t *Transport) ownerKey(queue string) string      { return t.key("_pidbox.owner." + queue) }
+
+func (t *Transport) listKeys(queue string) []string {
+	keys := make([]string, len(priorities))
+	for i, p := range priorities {
+		keys[i] = t.key(queue + p)
+	}
+	return keys
+}
+
+// topic is the pub/sub channel of a fanout exchange, as Kombu names it.
+func (t *Transport) topic(exchange, routingKey string) string {
+	if routingKey != "" && !t.opts.NoFanoutPatterns {
+		return t.key(t.fanout + exchange + "/" + routingKey)
+	}
+	return t.key(t.fanout + exchange)
+}
+
+func member(b transport.Binding) string { return b.RoutingKey + sep + sep + b.Queue }
+
+func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
+
+// Publish implements transport.Publisher: a PUBLISH for fanout exchanges,
+// one script call that pushes to every bound queue for direct ones.
+func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
+	if t.isClosed() {
+		return transport.ErrClosed
+	}
+	var err error
+	switch ex.Kind {
+	case transport.Fanout:
+		err = t.client.Publish(ctx, t.topic(ex.Name, routingKey), msg).Err()
+	case transport.Direct:
+		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)},
+			routingKey, msg, ms(t.opts.QueueTTL), t.opts.KeyPrefix).Err()
+	default:
+		return fmt.Errorf("redis transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
+	}
+	if err != nil {
+		return t.errorf("publish to %s: %w", ex.Name, err)
+	}
+	return nil
+}
+
+// Bindings implements transport.Transport. Bindings whose lease ran out are
+// removed first; Kombu's bindings, which have no lease, are listed as they
+// are.
+func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {
+	if t.isClosed() {
+		return nil, transport.ErrClosed
+	}
+	members, err := bindingsScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name), t.leaseKey(ex.Name)}).StringSlice()
+	if err != nil {
+		return nil, t.errorf("list bindings of %s: %w", ex.Name, err)
+	}
+	out := make([]transport.Binding, 0, len(members))
+	for _, m := range members {
+		parts := strings.SplitN(m, sep, 3)
+		if len(parts) != 3 {
+			continue
+		}
+		out = append(out, transport.Binding{Exchange: ex, RoutingKey: parts[0], Queue: parts[2]})
+	}
+	return out, nil
+}
+
+// Subscribe implements transport.Subscriber. It declares the binding
+// (with a lease), then for a fanout exchange pattern-subscribes to its
+// channel and waits for Redis to confirm; for a direct exchange it starts
+// popping the queue's lists.
+func (t *Transport) Subscribe(ctx context.Context, b transport.Binding) (transport.Subscription, error) {
+	if b.Exchange.Kind != transport.Fanout && b.Exchange.Kind != transport.Direct {
+		return nil, fmt.Errorf("redis transport: exchange %q has unknown kind %q", b.Exchange.Name, b.Exchange.Kind)
+	}
+	s := &subscription{
+		t:        t,
+		b:        b,
+		member:   member(b),
+		msgs:     make(chan []byte, 256),
+		done:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		instance: uuid.NewString(),
+	}
+	if err := t.add(s); err != nil {
+		return nil, err
+	}
+	if err := s.declare(ctx); err != nil {
+		t.remove(s)
+		return nil, err
+	}
+	if b.Exchange.Kind == transport.Fanout {
+		ps, err := t.psubscribe(ctx, t.topic(b.Exchange.Name, b.RoutingKey))
+		if err != nil {
+			t.remove(s)
+			_ = s.unbind(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		s.ps = ps
+		go s.runFanout(ps)
+	} else {
+		go s.runList()
+	}
+	return s, nil
+}
+
+func (t *Transport) add(s *subscription) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return transport.ErrClosed
+	}
+	if len(t.subs) == 0 {
+		t.wg.Add(1)
+		go t.renewLeases(t.stop)
+	}
+	t.subs[s] = struct{}{}
+	return nil
+}
+
+func (t *Transport) remove(s *subscription) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.subs, s)
+	if len(t.subs) == 0 && !t.closed {
+		close(t.stop)
+		t.stop = make(chan struct{})
+	}
+}
+
+func (t *Transport) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// psubscribe pattern-subscribes on a fresh connection and waits for the
+// confirmation.
+func (t *Transport) psubscribe(ctx context.Context, channel string) (*goredis.PubSub, error) {
+	ps := t.client.PSubscribe(ctx)
+	if err := ps.PSubscribe(ctx, escapeGlob(channel)); err != nil {
+		_ = ps.Close()
+		return nil, t.errorf("subscribe to %s: %w", channel, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, t.opts.HealthCheckInterval+5*time.Second)
+	defer cancel()
+	for {
+		msg, err := ps.Receive(cctx)
+		if err != nil {
+			_ = ps.Close()
+			return nil, t.errorf("subscribe to %s: no confirmation: %w", channel, err)
+		}
+		if sub, ok := msg.(*goredis.Subscription); ok && sub.Kind == "psubscribe" {
+			return ps, nil
+		}
+	}
+}
+
+// escapeGlob quotes the characters PSUBSCRIBE reads as a pattern, so the
+// subscription matches exactly the channel Kombu publishes to.
+func escapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// renewLeases keeps the bindings of live subscriptions declared: it renews
+// their leases, and re-adds bindings lost to a Redis restart without data.
+func (t *Transport) renewLeases(stop chan struct{}) {
+	defer t.wg.Done()
+	tick := time.NewTicker(t.opts.LeaseTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		subs := make([]*subscription, 0, len(t.subs))
+		for s := range t.subs {
+			subs = append(subs, s)
+		}
+		t.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), t.opts.LeaseTTL/3)
+		t.declareAll(ctx, subs)
+		cancel()
+	}
+}
+
+// declareAll renews many leases in one pipeline.
+func (t *Transport) declareAll(ctx context.Context, subs []*subscription) {
+	if len(subs) == 0 {
+		return
+	}
+	run := func() ([]*goredis.Cmd, error) {
+		pipe := t.client.Pipeline()
+		cmds := make([]*goredis.Cmd, len(subs))
+		for i, s := range subs {
+			cmds[i] = s.leaseCmd(ctx, pipe, true)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		if lerr := leaseScript.Load(ctx, t.client).Err(); lerr == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		t.opts.Logger.Warn("pidbox redis: cannot renew binding leases", "addr", t.addr, "err", err)
+		return
+	}
+	for i, s := range subs {
+		s.checkOwner(cmds[i])
+	}
+}
+
+// pop takes up to a batch of messages from the first non-empty list,
+// blocking up to BlockTimeout. It returns no error and no messages on
+// timeout.
+func (t *Transport) pop(ctx context.Context, keys []string) ([]string, error) {
+	if !t.noBLMPOP.Load() {
+		_, vals, err := t.blocking.BLMPop(ctx, t.opts.BlockTimeout, "right", 512, keys...).Result()
+		if err == nil || errors.Is(err, goredis.Nil) {
+			return vals, nil
+		}
+		if !strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+			return nil, err
+		}
+		if t.noBLMPOP.CompareAndSwap(false, true) {
+			t.opts.Logger.Info("pidbox redis: server has no BLMPOP (Redis < 7); popping one message at a time", "addr", t.addr)
+		}
+	}
+	kv, err := t.blocking.BRPop(ctx, t.opts.BlockTimeout, keys...).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return kv[1:], nil
+}
+
+// Close closes every subscription (unbinding them) and the clients the
+// transport made. It is safe to call more than once.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	subs := make([]*subscription, 0, len(t.subs))
+	for s := range t.subs {
+		subs = append(subs, s)
+	}
+	close(t.stop)
+	t.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, s := range subs {
+		wg.Go(func() { _ = s.Close() })
+	}
+	wg.Wait()
+	t.wg.Wait()
+	var errs []error
+	for _, c := range t.owned {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// backoff returns the wait before reconnect attempt n (from 0): 50 ms
+// doubling to at most 1 s, so that a node is back within a second or so of
+// Redis accepting connections again.
+func backoff(n int) time.Duration {
+	return time.Duration(math.Min(float64(50*time.Millisecond)*math.Pow(2, float64(n)), float64(time.Second)))
+}

@@ -1,0 +1,50 @@
+package redis_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/transport"
+	pidredis "github.com/gopidbox/pidbox/transport/redis"
+	"github.com/gopidbox/pidbox/transport/transporttest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"log/slog"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func open(t *testing.T, srv *redistest.Server, url string, opts pidredis.Options) *pidredis.Transport {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tr, err := pidredis.Open(ctx, url, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	transporttest.Run(t, func(t *testing.T) transport.Transport {
+		return open(t, srv, srv.URL(0), pidredis.Options{})
+	})
+	keys, err := srv.KeysWithoutTTL(context.Background(), 0, "*")
+	require.NoError(t, err)
+	assert.Empty(t, keys, "keys left without a TTL after the suite")
+}
+
+func TestConformanceWithPrefixes(t *testing.T) {
+	srv := redistest.Start(t)
+	transporttest.Run(t, func(t *testing.T) transport.Transport {
+		return open(t, srv, srv.URL(3)+"?global_keyprefix=app:&fanout_prefix=false", pidredis.Options{})
+	})
+}

@@ -1,0 +1,279 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gopidbox/pidbox/transport"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// subscription is a bound queue: a pattern subscription for a fanout
+// exchange, a blocking-pop loop on the queue's lists for a direct one.
+type subscription struct {
+	t        *Transport
+	b        transport.Binding
+	member   string
+	instance string // this subscription's id in the queue's owner record
+
+	msgs      chan []byte
+	done      chan struct{} // closed by Close
+	loopDone  chan struct{} // closed when the reading loop ends
+	closeOnce sync.Once
+	closeErr  error
+
+	mu          sync.Mutex
+	ps          *goredis.PubSub // the current pub/sub connection, fanout only
+	warnedOwner time.Time       // the last duplicate-name warning
+}
+
+// Receive implements transport.Subscription.
+func (s *subscription) Receive(ctx context.Context) ([]byte, error) {
+	select {
+	case m := <-s.msgs:
+		return m, nil
+	case <-s.done:
+		return nil, fmt.Errorf("receive from %s: %w", s.b.Queue, transport.ErrClosed)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *subscription) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// deliver hands a message to Receive; it reports false once closed.
+func (s *subscription) deliver(m []byte) bool {
+	select {
+	case s.msgs <- m:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// sleep waits d or until Close; it reports false once closed.
+func (s *subscription) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+func (s *subscription) leaseCmd(ctx context.Context, c goredis.Scripter, pipelined bool) *goredis.Cmd {
+	keys := []string{s.t.bindingKey(s.b.Exchange.Name), s.t.leaseKey(s.b.Exchange.Name), s.t.ownerKey(s.b.Queue)}
+	args := []any{s.member, ms(s.t.opts.LeaseTTL), s.instance}
+	if pipelined {
+		return leaseScript.EvalSha(ctx, c, keys, args...)
+	}
+	return leaseScript.Run(ctx, c, keys, args...)
+}
+
+// declare adds the binding and its lease now.
+func (s *subscription) declare(ctx context.Context) error {
+	cmd := s.leaseCmd(ctx, s.t.client, false)
+	if err := cmd.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return s.t.errorf("bind %s to %s: %w", s.b.Queue, s.b.Exchange.Name, err)
+	}
+	s.checkOwner(cmd)
+	return nil
+}
+
+// checkOwner warns when another live process holds the same node queue:
+// two nodes share one name, and callers will see both reply.
+func (s *subscription) checkOwner(cmd *goredis.Cmd) {
+	prev, err := cmd.Text()
+	if err != nil || prev == "" || prev == s.instance {
+		return
+	}
+	s.mu.Lock()
+	recent := time.Since(s.warnedOwner) < time.Minute
+	if !recent {
+		s.warnedOwner = time.Now()
+	}
+	s.mu.Unlock()
+	if recent {
+		return
+	}
+	s.t.opts.Logger.Warn("pidbox redis: another live node uses the same name; give every node a unique hostname",
+		"queue", s.b.Queue, "addr", s.t.addr)
+}
+
+// runFanout reads the pub/sub connection, health-checks it with PINGs, and
+// re-establishes it (with the binding) whenever it fails.
+func (s *subscription) runFanout(ps *goredis.PubSub) {
+	defer close(s.loopDone)
+	channel := s.t.topic(s.b.Exchange.Name, s.b.RoutingKey)
+	log := s.t.opts.Logger
+	for {
+		err := s.pump(ps)
+		_ = ps.Close()
+		if s.closed() {
+			return
+		}
+		log.Warn("pidbox redis: subscription lost; re-subscribing", "queue", s.b.Queue, "addr", s.t.addr, "err", err)
+		for attempt := 0; ; attempt++ {
+			if !s.sleep(backoff(attempt)) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
+			ps, err = s.t.psubscribe(ctx, channel)
+			if err == nil {
+				err = s.declare(ctx)
+			}
+			cancel()
+			if err == nil {
+				break
+			}
+			if ps != nil {
+				_ = ps.Close()
+			}
+			if attempt == 0 || attempt%20 == 0 {
+				log.Warn("pidbox redis: cannot re-subscribe yet", "queue", s.b.Queue, "err", err)
+			}
+		}
+		s.mu.Lock()
+		s.ps = ps
+		s.mu.Unlock()
+		if s.closed() {
+			_ = ps.Close()
+			return
+		}
+		log.Info("pidbox redis: subscription re-established", "queue", s.b.Queue, "addr", s.t.addr)
+	}
+}
+
+// pump delivers messages until the connection fails or the subscription
+// closes. A PING that goes unanswered for a whole interval counts as a
+// failure: the socket may have died without telling us.
+func (s *subscription) pump(ps *goredis.PubSub) error {
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(context.Background(), s.t.opts.HealthCheckInterval)
+		if s.closed() {
+			return nil
+		}
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return err
+			}
+			if pinged {
+				return fmt.Errorf("health check: no answer to PING within %s", s.t.opts.HealthCheckInterval)
+			}
+			if err := ps.Ping(context.Background()); err != nil {
+				return err
+			}
+			pinged = true
+			continue
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *goredis.Message:
+			if !s.deliver([]byte(m.Payload)) {
+				return nil
+			}
+		case *goredis.Subscription:
+			// go-redis re-subscribed on a new connection by itself; Redis
+			// may have lost the binding with its data.
+			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
+			_ = s.declare(ctx)
+			cancel()
+		}
+	}
+}
+
+// runList pops the queue's lists in batches until closed, riding out
+// connection failures.
+func (s *subscription) runList() {
+	defer close(s.loopDone)
+	keys := s.t.listKeys(s.b.Queue)
+	log := s.t.opts.Logger
+	failures := 0
+	for !s.closed() {
+		vals, err := s.t.pop(context.Background(), keys)
+		if err != nil {
+			if s.closed() {
+				return
+			}
+			if failures == 0 {
+				log.Warn("pidbox redis: cannot read queue; retrying", "queue", s.b.Queue, "addr", s.t.addr, "err", err)
+			}
+			if !s.sleep(backoff(failures)) {
+				return
+			}
+			failures++
+			continue
+		}
+		if failures > 0 {
+			failures = 0
+			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
+			if err := s.declare(ctx); err == nil {
+				log.Info("pidbox redis: queue readable again", "queue", s.b.Queue, "addr", s.t.addr)
+			}
+			cancel()
+		}
+		for _, v := range vals {
+			if v == wakeToken {
+				continue
+			}
+			if !s.deliver([]byte(v)) {
+				return
+			}
+		}
+	}
+}
+
+// Close implements transport.Subscription: it stops reading, then removes
+// the binding, its lease and the queue's lists.
+func (s *subscription) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if s.b.Exchange.Kind == transport.Fanout {
+			s.mu.Lock()
+			if s.ps != nil {
+				_ = s.ps.Close()
+			}
+			s.mu.Unlock()
+		} else {
+			// End the blocking pop now rather than at its timeout.
+			key := s.t.listKeys(s.b.Queue)[0]
+			pipe := s.t.client.Pipeline()
+			pipe.LPush(ctx, key, wakeToken)
+			pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
+			_, _ = pipe.Exec(ctx)
+		}
+		select {
+		case <-s.loopDone:
+		case <-time.After(s.t.opts.BlockTimeout + s.t.opts.HealthCheckInterval + time.Second):
+		}
+		s.closeErr = s.unbind(ctx)
+		s.t.remove(s)
+	})
+	return s.closeErr
+}
+
+func (s *subscription) unbind(ctx context.Context) error {
+	ex := s.b.Exchange.Name
+	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b.Queue)}, s.t.listKeys(s.b.Queue)...)
+	if err := unbindScript.Run(ctx, s.t.client, keys, s.member, s.instance, "1").Err(); err != nil {
+		return s.t.errorf("unbind %s: %w", s.b.Queue, err)
+	}
+	return nil
+}

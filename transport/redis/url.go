@@ -1,0 +1,105 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Open connects to the Redis a URL names and checks, within ctx, that it
+// answers. The transport owns its client; Close closes it.
+//
+// Accepted URLs:
+//
+//	redis://[user:password@]host[:port][/db]
+//	rediss://...                      TLS
+//	unix:///path/to/redis.sock[?db=N]
+//	redis+socket:///path/to/redis.sock[?virtual_host=N]   Kombu's spelling
+//
+// Kombu's transport options may be given as query parameters:
+// global_keyprefix=STR, fanout_prefix=true|false|STR, fanout_patterns=true|false.
+// They override opts. Other go-redis URL parameters (dial_timeout, ...)
+// pass through. Errors name the URL without its password.
+func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) {
+	ropts, err := ParseURL(rawURL, &opts)
+	if err != nil {
+		return nil, err
+	}
+	client := goredis.NewClient(ropts)
+	t := NewFromClient(client, opts)
+	t.owned = append(t.owned, client)
+	t.addr = Redact(rawURL)
+	if err := t.Ping(ctx); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// ParseURL turns a URL into go-redis options and applies the Kombu
+// transport options it carries to opts (see Open).
+func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
+	}
+	q := u.Query()
+	if v, ok := take(q, "global_keyprefix"); ok {
+		opts.KeyPrefix = v
+	}
+	if v, ok := take(q, "fanout_prefix"); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			opts.NoFanoutPrefix = !b
+		} else {
+			opts.FanoutPrefix, opts.NoFanoutPrefix = v, false
+		}
+	}
+	if v, ok := take(q, "fanout_patterns"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("redis transport: bad URL %s: fanout_patterns=%q is not true or false", Redact(rawURL), v)
+		}
+		opts.NoFanoutPatterns = !b
+	}
+	switch u.Scheme {
+	case "redis+socket", "socket":
+		u.Scheme = "unix"
+		if v, ok := take(q, "virtual_host"); ok {
+			q.Set("db", v)
+		}
+	}
+	u.RawQuery = q.Encode()
+	ropts, err := goredis.ParseURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
+	}
+	opts.DB = ropts.DB
+	return ropts, nil
+}
+
+func take(q url.Values, key string) (string, bool) {
+	if !q.Has(key) {
+		return "", false
+	}
+	v := q.Get(key)
+	q.Del(key)
+	return v, true
+}
+
+// Redact returns a URL with its password replaced by "xxxxx", for
+// messages and logs.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// Not a URL: keep the scheme and host part only.
+		if i := strings.LastIndex(rawURL, "@"); i >= 0 {
+			return "xxxxx" + rawURL[i:]
+		}
+		return rawURL
+	}
+	return u.Redacted()
+}
