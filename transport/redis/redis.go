@@ -194,7 +194,7 @@ func (t *Transport) Ping(ctx context.Context) error {
 
 // Key names, with the global key prefix.
 
-func (t *Transport) key(name string) string          { return t.opts.KeyPrefix + name }
+func (t *Transport) key(name string) string            { return t.opts.KeyPrefix + name }
 func (t *Transport) bindingKey(exchange string) string { return t.key("_kombu.binding." + exchange) }
 func (t *Transport) leaseKey(exchange string) string   { return t.key("_pidbox.lease." + exchange) }
 func (t *Transport) ownerKey(queue string) string      { return t.key("_pidbox.owner." + queue) }
