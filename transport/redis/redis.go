@@ -33,6 +33,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gopidbox/pidbox/transport"
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Defaults for Options.
@@ -138,6 +139,9 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	case *goredis.Client:
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1<<16, 0, 0
+		// The copy must not share the first client's push machinery.
+		o.PushNotificationProcessor = nil
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		t.blocking = goredis.NewClient(&o)
 		t.owned = append(t.owned, t.blocking)
 		t.addr = o.Addr

@@ -29,6 +29,7 @@ type subscription struct {
 	mu          sync.Mutex
 	ps          *goredis.PubSub // the current pub/sub connection, fanout only
 	warnedOwner time.Time       // the last duplicate-name warning
+	declared    bool            // the owner record has been written once
 }
 
 // Receive implements transport.Subscription.
@@ -93,20 +94,22 @@ func (s *subscription) declare(ctx context.Context) error {
 	return nil
 }
 
-// checkOwner warns when another live process holds the same node queue:
-// two nodes share one name, and callers will see both reply.
+// checkOwner warns when another live process holds the same queue: two
+// nodes share one name, and callers will see both reply. A foreign owner
+// found by the first declaration is ignored: it may be a predecessor that
+// died without unbinding. Found again after we wrote ours, it is alive.
 func (s *subscription) checkOwner(cmd *goredis.Cmd) {
 	prev, err := cmd.Text()
-	if err != nil || prev == "" || prev == s.instance {
-		return
-	}
 	s.mu.Lock()
+	first := !s.declared
+	s.declared = true
+	foreign := err == nil && prev != "" && prev != s.instance && !first
 	recent := time.Since(s.warnedOwner) < time.Minute
-	if !recent {
+	if foreign && !recent {
 		s.warnedOwner = time.Now()
 	}
 	s.mu.Unlock()
-	if recent {
+	if !foreign || recent {
 		return
 	}
 	s.t.opts.Logger.Warn("pidbox redis: another live node uses the same name; give every node a unique hostname",
