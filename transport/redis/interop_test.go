@@ -96,25 +96,35 @@ func goNode(t *testing.T, tr transport.Transport, v variant, name string) *pidbo
 	return n
 }
 
-func serve(t *testing.T, n *pidbox.Node) chan error {
+// serve runs n until the test ends and waits until it listens. The
+// function it returns waits up to d for Serve to return, and returns its
+// error.
+func serve(t *testing.T, n *pidbox.Node) (stopped func(d time.Duration) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
+	done := make(chan struct{})
+	var err error
+	go func() { err = n.Serve(ctx); close(done) }()
+	stopped = func(d time.Duration) error {
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("node %s did not stop", n.Hostname())
+			return err
+		case <-time.After(d):
+			return fmt.Errorf("node %s still serving after %s", n.Hostname(), d)
+		}
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := stopped(10 * time.Second); err != nil {
+			t.Errorf("node %s: %v", n.Hostname(), err)
 		}
 	})
 	select {
 	case <-n.Ready():
-	case err := <-done:
+	case <-done:
 		t.Fatalf("node %s: %v", n.Hostname(), err)
 	}
-	return done
+	return stopped
 }
 
 func names(rs []reply.Reply) []string {

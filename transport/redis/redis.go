@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,8 @@ type Options struct {
 	// subscription whose PING goes unanswered for another interval is
 	// re-established. Default 5s.
 	HealthCheckInterval time.Duration
-	// BlockTimeout bounds each blocking pop on a list. Default 1s.
+	// BlockTimeout bounds each blocking pop on a list. Default and
+	// minimum 1s.
 	BlockTimeout time.Duration
 	// Logger receives connection trouble and recovery. Nil means
 	// slog.Default().
@@ -100,7 +102,7 @@ func (o *Options) setDefaults() {
 	if o.HealthCheckInterval <= 0 {
 		o.HealthCheckInterval = DefaultHealthCheckInterval
 	}
-	if o.BlockTimeout <= 0 {
+	if o.BlockTimeout < time.Second {
 		o.BlockTimeout = DefaultBlockTimeout
 	}
 	if o.Logger == nil {
@@ -119,6 +121,11 @@ type Transport struct {
 	fanout   string // fanout channel prefix, with {db} filled in
 
 	noBLMPOP atomic.Bool // the server lacks BLMPOP (Redis < 7)
+
+	// redial is signalled when the blocking client opens a connection:
+	// Redis may have restarted without its data, so bindings are declared
+	// again at once rather than at the next lease renewal.
+	redial chan struct{}
 
 	mu     sync.Mutex
 	closed bool
@@ -154,7 +161,30 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		t.addr = strings.Join(o.Addrs, ",")
 	}
 	t.fanout = fanoutPrefix(t.opts)
+	t.blocking.AddHook(dialHook{t.redial})
 	return t
+}
+
+// dialHook signals every connection the blocking client opens.
+type dialHook struct{ redial chan struct{} }
+
+func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err == nil {
+			select {
+			case h.redial <- struct{}{}:
+			default:
+			}
+		}
+		return c, err
+	}
+}
+
+func (h dialHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
+
+func (h dialHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
 }
 
 func newTransport(client goredis.UniversalClient, opts Options) *Transport {
@@ -167,6 +197,7 @@ func newTransport(client goredis.UniversalClient, opts Options) *Transport {
 		fanout:   fanoutPrefix(opts),
 		subs:     map[*subscription]struct{}{},
 		stop:     make(chan struct{}),
+		redial:   make(chan struct{}, 1),
 	}
 }
 
@@ -385,6 +416,7 @@ func (t *Transport) renewLeases(stop chan struct{}) {
 		case <-stop:
 			return
 		case <-tick.C:
+		case <-t.redial:
 		}
 		t.mu.Lock()
 		subs := make([]*subscription, 0, len(t.subs))
