@@ -111,12 +111,13 @@ type HelloReply struct {
 // Stats is the reply of the stats command: what a node has done since it
 // started.
 type Stats struct {
-	Hostname   string                  `json:"hostname"`
-	PID        int                     `json:"pid"`
-	Uptime     float64                 `json:"uptime"`
-	Clock      uint64                  `json:"clock"`
-	Registered []string                `json:"registered"`
-	Handlers   map[string]HandlerStats `json:"handlers"`
+	Hostname   string   `json:"hostname"`
+	PID        int      `json:"pid"`
+	Uptime     float64  `json:"uptime"`
+	Clock      uint64   `json:"clock"`
+	Registered []string `json:"registered"`
+	// Handlers holds the counts of every handler that has run.
+	Handlers map[string]HandlerStats `json:"handlers"`
 	// Received counts messages taken from the node's queue.
 	Received uint64 `json:"received"`
 	// Dropped counts messages that could not be decoded or used.
@@ -186,7 +187,9 @@ func (n *Node) Stats() Stats {
 	}
 	for name, e := range n.handlers {
 		s.Registered = append(s.Registered, name)
-		s.Handlers[name] = e.stats()
+		if st := e.stats(); st.Calls > 0 || st.Running > 0 {
+			s.Handlers[name] = st
+		}
 	}
 	sort.Strings(s.Registered)
 	return s

@@ -214,14 +214,9 @@ func (m *Mailbox) Stream(ctx context.Context, method string, args any, opts ...C
 			return
 		}
 		inbox := m.demux.Wait(ticket) // before publishing: no reply missed
-		rules := reply.Rules{Limit: cfg.limit}
-		if len(cfg.destination) > 0 {
-			rules.Expect = cfg.destination
-			if rules.Limit == 0 {
-				rules.Limit = len(cfg.destination)
-			}
-		} else if cfg.limit == 0 {
-			rules.Expect = m.expected(ctx, cfg)
+		rules := reply.Rules{Limit: cfg.limit, Expect: m.expect(ctx, cfg)}
+		if rules.Limit == 0 && len(cfg.destination) > 0 {
+			rules.Limit = len(cfg.destination)
 		}
 		if err := m.publish(ctx, method, args, cfg, ticket); err != nil {
 			inbox.Close()
@@ -312,9 +307,25 @@ func (m *Mailbox) Nodes(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// expected returns the known nodes a broadcast addresses, or nil when they
-// cannot be known (then the call gathers until its deadline).
-func (m *Mailbox) expected(ctx context.Context, cfg callConfig) []string {
+// Expected returns the nodes a call with these options would wait for:
+// the destinations, or for a broadcast with no Limit the known nodes it
+// addresses. Nil means the call cannot know and gathers until its limit or
+// deadline.
+func (m *Mailbox) Expected(ctx context.Context, opts ...CallOption) ([]string, error) {
+	cfg, err := m.config(opts)
+	if err != nil {
+		return nil, err
+	}
+	return m.expect(ctx, cfg), nil
+}
+
+func (m *Mailbox) expect(ctx context.Context, cfg callConfig) []string {
+	if len(cfg.destination) > 0 {
+		return cfg.destination
+	}
+	if cfg.limit > 0 {
+		return nil
+	}
 	names, err := m.Nodes(ctx)
 	if err != nil {
 		m.log.Warn("pidbox: cannot list nodes; gathering until the deadline", "err", err)

@@ -1,0 +1,159 @@
+package pidbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/reply"
+	"github.com/gopidbox/pidbox/transport/memory"
+)
+
+// serveExample starts nodes on their own mailboxes, as separate processes
+// would, and returns a function that stops them.
+func serveExample(tr *memory.Broker, setup func(*pidbox.Node), names ...string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var done []chan struct{}
+	for _, name := range names {
+		mb, _ := pidbox.New(tr, pidbox.Options{Logger: slog.New(slog.DiscardHandler)})
+		n := mb.NewNode(name, pidbox.NodeOptions{})
+		if setup != nil {
+			setup(n)
+		}
+		ch := make(chan struct{})
+		done = append(done, ch)
+		go func() { defer close(ch); defer mb.Close(); _ = n.Serve(ctx) }()
+		<-n.Ready()
+	}
+	return func() {
+		cancel()
+		for _, ch := range done {
+			<-ch
+		}
+	}
+}
+
+func Example() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, nil, "w1@host", "w2@host")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	replies, err := mb.Call(context.Background(), "ping", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	sort.Slice(replies, func(i, j int) bool { return replies[i].Node < replies[j].Node })
+	for _, r := range replies {
+		fmt.Println(r.Node, string(r.Value))
+	}
+	// Output:
+	// w1@host {"ok":"pong"}
+	// w2@host {"ok":"pong"}
+}
+
+type resize struct {
+	Workers int `json:"workers"`
+}
+
+type resized struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+}
+
+func ExampleTyped() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, func(n *pidbox.Node) {
+		workers := 4
+		n.Register("resize", pidbox.Typed(func(_ context.Context, a resize) (resized, error) {
+			if a.Workers < 1 {
+				return resized{}, errors.New("workers must be at least 1")
+			}
+			prev := workers
+			workers = a.Workers
+			return resized{From: prev, To: workers}, nil
+		}))
+	}, "billing@host")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	ctx := context.Background()
+	rs, _ := mb.Call(ctx, "resize", resize{Workers: 8}, pidbox.To("billing@host"))
+	got, _ := reply.As[resized](rs[0])
+	fmt.Printf("%s: %+v\n", rs[0].Node, got)
+
+	rs, _ = mb.Call(ctx, "resize", resize{Workers: 0}, pidbox.To("billing@host"))
+	fmt.Println(rs[0].Err)
+
+	rs, _ = mb.Call(ctx, "resize", map[string]any{"workers": "many"}, pidbox.To("billing@host"))
+	var re *pidbox.RemoteError
+	fmt.Println(errors.As(rs[0].Err, &re))
+	// Output:
+	// billing@host: {From:4 To:8}
+	// billing@host: workers must be at least 1
+	// true
+}
+
+func ExampleMailbox_Stream() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, nil, "a@h", "b@h", "c@h")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	// Act on each reply as it arrives; stop at the first one.
+	for r, err := range mb.Stream(context.Background(), "ping", nil, pidbox.Timeout(time.Second)) {
+		if err != nil {
+			fmt.Println(err)
+			break
+		}
+		fmt.Println("first reply is a pong:", string(r.Value) == `{"ok":"pong"}`)
+		break
+	}
+	// Output: first reply is a pong: true
+}
+
+func ExampleGlob() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, nil, "worker1@a", "worker2@a", "beat@a")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	rs, _ := mb.Call(context.Background(), "ping", nil, pidbox.Glob("worker*"))
+	fmt.Println(len(rs), "workers replied")
+	// Output: 2 workers replied
+}
+
+func ExampleNode_Register() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, func(n *pidbox.Node) {
+		n.Unregister("shutdown") // this node cannot be stopped remotely
+		n.RegisterFunc("ping", func(context.Context, *pidbox.Request) (any, error) {
+			return pidbox.OK{OK: "custom pong"}, nil
+		})
+	}, "w@h")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	rs, _ := mb.Call(context.Background(), "ping", nil, pidbox.To("w@h"))
+	fmt.Println(string(rs[0].Value))
+	rs, _ = mb.Call(context.Background(), "shutdown", nil, pidbox.To("w@h"))
+	fmt.Println(rs[0].Err)
+	// Output:
+	// {"ok":"custom pong"}
+	// w@h: unknown method "shutdown"
+}

@@ -1,0 +1,26 @@
+// Command controller sends pidbox commands to workers and prints their
+// replies: a fast drop-in for `celery inspect` and `celery control` that
+// works with Celery workers and Go workers alike.
+//
+//	controller ping
+//	controller inspect stats -d celery@host1
+//	controller call set_log_level level=debug --pattern 'worker*'
+//	controller cast pause
+//	controller shutdown -d worker1@host
+//	controller nodes
+//	controller demo            # a tour on an in-process fleet
+//
+// It returns as soon as it has what it asked for: every destination
+// replied, the limit was reached, or every node known to be alive replied.
+// Exit status: 0 when a node replied (all destinations, when given), 1
+// when not, 2 on a usage error.
+package main
+
+import (
+	"context"
+	"os"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}

@@ -1,0 +1,100 @@
+// Command worker is an example Go service that takes remote commands
+// through pidbox, from the example controller or from Celery's own command
+// line (`celery inspect ping`, `celery control shutdown`).
+//
+// Besides the built-in ping, clock, hello, stats and shutdown it serves
+// four commands of its own, each a typed handler:
+//
+//	set_log_level level=debug|info|warn|error
+//	get_config [key=NAME]
+//	pause, resume, status   (its simulated work)
+//
+// It stops cleanly, with status 0, on SIGINT, SIGTERM or a remote
+// shutdown, and unbinds its queue so it is no longer listed.
+//
+//	worker --broker redis://127.0.0.1:6379/0 --hostname worker1@$(hostname)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/examples/internal/demo"
+	"github.com/gopidbox/pidbox/transport"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	host, _ := os.Hostname()
+	var (
+		broker     = fs.String("broker", "", "broker URL (default $PIDBOX_BROKER, else "+demo.DefaultBroker+")")
+		namespace  = fs.String("namespace", pidbox.DefaultNamespace, "pidbox namespace (Celery's control_exchange)")
+		hostname   = fs.String("hostname", "worker@"+host, "node name")
+		kind       = fs.String("type", "fanout", "mailbox type: fanout (Celery) or direct (Kombu's default)")
+		serializer = fs.String("serializer", "json", "serializer for outgoing messages: json or msgpack")
+		levelName  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(*levelName)); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: --log-level %q: want debug, info, warn or error\n", *levelName)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	url := demo.BrokerURL(*broker)
+	if demo.IsMemory(url) {
+		fmt.Fprintln(os.Stderr, "worker: memory:// lives inside one process; use `controller --broker memory://` for the in-process demo fleet")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tr, err := demo.Open(ctx, url, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return 1
+	}
+	defer tr.Close()
+	mb, err := pidbox.New(tr, pidbox.Options{Namespace: *namespace, Type: transport.Kind(*kind), Serializer: *serializer, Logger: log})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return 2
+	}
+	defer mb.Close()
+
+	node := mb.NewNode(*hostname, pidbox.NodeOptions{})
+	w := demo.NewWorker(level, map[string]string{
+		"namespace":  *namespace,
+		"hostname":   *hostname,
+		"go_version": runtime.Version(),
+		"queue":      "default",
+	})
+	w.Register(node)
+	go w.Work(ctx)
+	go func() {
+		select {
+		case <-node.Ready():
+			log.Info("worker ready", "hostname", *hostname, "broker", demo.Redact(url), "commands", node.Methods())
+		case <-ctx.Done():
+		}
+	}()
+	if err := node.Serve(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return 1
+	}
+	log.Info("worker stopped", "hostname", *hostname)
+	return 0
+}
