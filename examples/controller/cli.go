@@ -73,6 +73,10 @@ and memory:// for an in-process demo fleet of three workers.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return usagef("a command is needed")
+		},
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&c.broker, "broker", "", "broker URL (default $PIDBOX_BROKER, else "+demo.DefaultBroker+")")
@@ -201,6 +205,7 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 		return nil, usagef("--serializer %q: want json or msgpack", c.serializer)
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	demo.RouteRedisLogs(log)
 	url := demo.BrokerURL(c.broker)
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

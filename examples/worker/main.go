@@ -54,6 +54,7 @@ func run(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	demo.RouteRedisLogs(log)
 	url := demo.BrokerURL(*broker)
 	if demo.IsMemory(url) {
 		fmt.Fprintln(os.Stderr, "worker: memory:// lives inside one process; use `controller --broker memory://` for the in-process demo fleet")

@@ -221,10 +221,7 @@ func (t *Transport) errorf(format string, args ...any) error {
 
 // Ping checks that Redis answers.
 func (t *Transport) Ping(ctx context.Context) error {
-	if err := t.client.Ping(ctx).Err(); err != nil {
-		return t.errorf("cannot reach the server: %w", err)
-	}
-	return nil
+	return t.client.Ping(ctx).Err()
 }
 
 // Key names, with the global key prefix.

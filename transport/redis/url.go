@@ -3,9 +3,11 @@ package redis
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -35,9 +37,26 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	t.addr = Redact(rawURL)
 	if err := t.Ping(ctx); err != nil {
 		_ = t.Close()
-		return nil, err
+		return nil, t.errorf("cannot reach the server: %w", dialError(ctx, ropts, err))
 	}
 	return t, nil
+}
+
+// dialError explains a failed first PING: when the deadline ran out while
+// go-redis retried, one plain dial shows the cause (connection refused, no
+// such host) instead of "context deadline exceeded".
+func dialError(ctx context.Context, o *goredis.Options, pingErr error) error {
+	if ctx.Err() == nil || o.Network == "" {
+		return pingErr
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(dctx, o.Network, o.Addr)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return pingErr
 }
 
 // ParseURL turns a URL into go-redis options and applies the Kombu

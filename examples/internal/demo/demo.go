@@ -19,6 +19,7 @@ import (
 	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/transport/memory"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // DefaultBroker is the broker used when neither a flag nor $PIDBOX_BROKER
@@ -221,4 +222,16 @@ func Redact(url string) string {
 		return url
 	}
 	return pidredis.Redact(url)
+}
+
+// RouteRedisLogs sends go-redis's own log lines (dial retries and the
+// like, which pidbox already reports in its own words) to log at debug
+// level. go-redis's logger is process-wide, so only a program's main
+// should call this.
+func RouteRedisLogs(log *slog.Logger) { goredis.SetLogger(redisLogger{log}) }
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }

@@ -1,0 +1,306 @@
+// Package examples_test builds the example binaries and uses them as a
+// user would: workers as processes, controller commands checked by their
+// output and exit status, against the memory demo fleet, a real
+// redis-server, and real Celery.
+package examples_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var bin string // directory holding the built worker and controller
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pidbox-examples")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = dir
+	build := exec.Command("go", "build", "-race", "-o", dir, "./worker", "./controller")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build examples:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+	elapsed        time.Duration
+}
+
+// controller runs the controller binary with PIDBOX_BROKER unset.
+func controller(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "controller"), args...)
+	cmd.Env = append(os.Environ(), "PIDBOX_BROKER=")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("controller %v: %v", args, err)
+	}
+	return r
+}
+
+func worker(t *testing.T, url, name string, extra ...string) *redistest.Process {
+	t.Helper()
+	args := append([]string{"--broker", url, "--hostname", name}, extra...)
+	p := redistest.StartProcess(t, ".", nil, filepath.Join(bin, "worker"), args...)
+	p.WaitFor("worker ready", 20*time.Second)
+	return p
+}
+
+func jsonObject(t *testing.T, s string) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(s))
+	require.NoError(t, dec.Decode(&m), "stdout is one JSON object: %q", s)
+	var extra any
+	require.Error(t, dec.Decode(&extra), "nothing after the JSON object: %q", s)
+	return m
+}
+
+func TestMemoryDemo(t *testing.T) {
+	r := controller(t, "demo")
+	require.Equal(t, 0, r.code, r.stderr)
+	for _, want := range []string{
+		"->  worker1@demo: OK pong", "3 nodes replied.",
+		`"hostname": "worker1@demo"`,
+		`"previous": "info"`,
+		`"key": "concurrency"`,
+		"->  worker1@demo: ERROR unknown method \"reboot\"",
+		"2 nodes known.",
+	} {
+		assert.Contains(t, r.stdout, want)
+	}
+}
+
+func TestMemoryBroker(t *testing.T) {
+	// Flags go before or after the command.
+	for _, args := range [][]string{
+		{"--broker", "memory://", "ping"},
+		{"ping", "--broker", "memory://", "--timeout", "5s"},
+	} {
+		r := controller(t, args...)
+		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+		assert.Contains(t, r.stdout, "->  worker2@demo: OK pong")
+		assert.Contains(t, r.stdout, "3 nodes replied.")
+		assert.Less(t, r.elapsed, 4*time.Second, "returns once the fleet replied, not at the timeout")
+	}
+
+	r := controller(t, "--broker", "memory://", "--json", "ping")
+	require.Equal(t, 0, r.code, r.stderr)
+	m := jsonObject(t, r.stdout)
+	assert.Len(t, m, 3)
+	assert.JSONEq(t, `{"ok": "pong"}`, string(m["worker3@demo"]))
+
+	r = controller(t, "--broker", "memory://", "--json", "call", "get_config", "key=region", "-d", "worker1@demo,worker2@demo")
+	require.Equal(t, 0, r.code, r.stderr)
+	m = jsonObject(t, r.stdout)
+	assert.JSONEq(t, `{"key": "region", "value": "demo"}`, string(m["worker1@demo"]))
+	assert.Len(t, m, 2)
+
+	r = controller(t, "--broker", "memory://", "call", "set_log_level", "--args", `{"level": "warn"}`, "-d", "worker1@demo", "-d", "worker3@demo")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `"level": "warn"`)
+	assert.Contains(t, r.stdout, "2 nodes replied.")
+
+	r = controller(t, "--broker", "memory://", "inspect", "ping", "--pattern", "worker[12]@.*", "--matcher", "pcre")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "2 nodes replied.")
+	assert.NotContains(t, r.stdout, "worker3")
+
+	// A destination that does not reply: exit status 1.
+	r = controller(t, "--broker", "memory://", "ping", "-d", "worker1@demo,ghost@demo", "--timeout", "300ms")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stdout, "No reply from: ghost@demo")
+
+	r = controller(t, "--broker", "memory://", "cast", "pause")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "sent pause to every node")
+
+	r = controller(t, "--broker", "memory://", "nodes", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Len(t, jsonObject(t, r.stdout), 3)
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bogus"},
+		{"ping", "extra"},
+		{"call"},
+		{"ping", "--limit", "-1"},
+		{"ping", "--timeout", "0s"},
+		{"ping", "--nosuchflag"},
+		{"ping", "--matcher", "pcre"},
+		{"ping", "--pattern", "x", "--matcher", "regex"},
+		{"ping", "-d", "a", "--pattern", "x"},
+		{"call", "m", "novalue"},
+		{"call", "m", "--args", "[1,2]"},
+		{"--broker", "memory://", "ping", "--serializer", "pickle"},
+		{"--broker", "memory://", "ping", "--type", "topic"},
+	} {
+		r := controller(t, args...)
+		assert.Equal(t, 2, r.code, "%v: %s%s", args, r.stdout, r.stderr)
+		assert.Contains(t, r.stderr, "controller: ", "%v", args)
+	}
+}
+
+func TestUnreachableBroker(t *testing.T) {
+	r := controller(t, "--broker", "redis://admin:hunter2@127.0.0.1:1/0", "ping", "--timeout", "1s")
+	assert.Equal(t, 1, r.code)
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	assert.Len(t, lines, 1, "one line: %q", r.stderr)
+	assert.Contains(t, r.stderr, "redis://admin:xxxxx@127.0.0.1:1/0")
+	assert.NotContains(t, r.stderr, "hunter2")
+	assert.NotContains(t, r.stderr, "goroutine")
+	assert.Less(t, r.elapsed, 10*time.Second)
+	assert.Empty(t, r.stdout)
+}
+
+func TestWorkersOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	url := srv.URL(0)
+	w1 := worker(t, url, "w1@test")
+	w2 := worker(t, url, "w2@test")
+
+	r := controller(t, "--broker", url, "ping", "--timeout", "10s")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "->  w1@test: OK pong")
+	assert.Contains(t, r.stdout, "->  w2@test: OK pong")
+	assert.Less(t, r.elapsed, 5*time.Second, "returns once both known workers replied")
+
+	r = controller(t, "--broker", url, "--json", "inspect", "stats", "-d", "w1@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	var st struct {
+		Hostname   string   `json:"hostname"`
+		Registered []string `json:"registered"`
+	}
+	require.NoError(t, json.Unmarshal(jsonObject(t, r.stdout)["w1@test"], &st))
+	assert.Equal(t, "w1@test", st.Hostname)
+	assert.Contains(t, st.Registered, "set_log_level")
+
+	r = controller(t, "--broker", url, "call", "set_log_level", "level=debug", "-d", "w2@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `"level": "debug"`)
+
+	r = controller(t, "--broker", url, "call", "get_config", "key=nope", "-d", "w2@test")
+	assert.Equal(t, 0, r.code, "an error reply is still a reply")
+	assert.Contains(t, r.stdout, `->  w2@test: ERROR no config key "nope"`)
+
+	r = controller(t, "--broker", url, "cast", "pause", "-d", "w1@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = controller(t, "--broker", url, "--json", "call", "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	m := jsonObject(t, r.stdout)
+	assert.Contains(t, string(m["w1@test"]), `"paused":true`)
+	assert.Contains(t, string(m["w2@test"]), `"paused":false`)
+
+	r = controller(t, "--broker", url, "nodes")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "2 nodes known.")
+
+	// A remote shutdown stops w1 cleanly; SIGTERM stops w2 cleanly.
+	r = controller(t, "--broker", url, "shutdown", "-d", "w1@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, w1.Wait(10*time.Second), "worker exits 0 on a remote shutdown:\n%s", w1.Output())
+	require.NoError(t, w2.Stop(10*time.Second), "worker exits 0 on SIGTERM:\n%s", w2.Output())
+
+	r = controller(t, "--broker", url, "nodes")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stdout, "0 nodes known.", "stopped workers unbound their queues")
+	r = controller(t, "--broker", url, "ping", "--timeout", "300ms")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "no nodes replied")
+}
+
+const celeryApp = "../transport/redis/testdata"
+
+func celery(t *testing.T, url string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(redistest.Python, append([]string{"-m", "celery", "-A", "celery_app"}, args...)...)
+	cmd.Dir = celeryApp
+	cmd.Env = append(os.Environ(), "PIDBOX_BROKER="+url)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestCeleryCommandLineAgainstGoWorker(t *testing.T) {
+	redistest.RequirePython(t, "kombu", "celery", "redis")
+	srv := redistest.Start(t)
+	url := srv.URL(0)
+	w := worker(t, url, "go@celerytest")
+
+	out, err := celery(t, url, "inspect", "ping")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "go@celerytest: OK")
+	assert.Contains(t, out, "pong")
+	out, err = celery(t, url, "inspect", "clock")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "go@celerytest: OK")
+	out, err = celery(t, url, "inspect", "stats")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, `"hostname": "go@celerytest"`)
+
+	// Celery's shutdown sends no reply, so `celery control shutdown` always
+	// reports "No nodes replied" (exit status 69), for Celery workers too.
+	out, _ = celery(t, url, "control", "shutdown", "-d", "go@celerytest")
+	assert.Contains(t, out, "No nodes replied")
+	require.NoError(t, w.Wait(15*time.Second), "worker exits 0 on celery control shutdown:\n%s", w.Output())
+}
+
+func TestControllerAgainstCeleryWorker(t *testing.T) {
+	redistest.RequirePython(t, "kombu", "celery", "redis")
+	srv := redistest.Start(t)
+	url := srv.URL(0)
+	cw := redistest.StartProcess(t, celeryApp, []string{"PIDBOX_BROKER=" + url}, redistest.Python,
+		"-m", "celery", "-A", "celery_app", "worker", "--hostname", "celery@ctl", "-P", "solo",
+		"--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info")
+	cw.WaitFor("celery@ctl ready", 60*time.Second)
+
+	r := controller(t, "--broker", url, "ping")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "->  celery@ctl: OK pong")
+	assert.Less(t, r.elapsed, 900*time.Millisecond+3*time.Second, "no fixed one-second wait")
+
+	r = controller(t, "--broker", url, "--json", "inspect", "stats", "-d", "celery@ctl", "--timeout", "5s")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, string(jsonObject(t, r.stdout)["celery@ctl"]), `"pid"`)
+
+	r = controller(t, "--broker", url, "inspect", "registered", "-d", "celery@ctl", "--timeout", "5s")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "celery_app.add")
+
+	r = controller(t, "--broker", url, "shutdown", "-d", "celery@ctl")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, cw.Wait(30*time.Second), "celery worker exits on shutdown:\n%s", cw.Output())
+}
