@@ -267,15 +267,23 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// drop counts and logs (rate-limited) a message the node cannot use.
+// drop counts and logs a message the node cannot use.
 func (n *Node) drop(counter *atomic.Uint64, msg string, args ...any) {
 	counter.Add(1)
+	n.warn(msg, args...)
+}
+
+// warn logs a per-message warning, rate-limited so that a flood of bad
+// commands cannot flood the log too.
+func (n *Node) warn(msg string, args ...any) { n.logLimited(slog.LevelWarn, msg, args...) }
+
+func (n *Node) logLimited(level slog.Level, msg string, args ...any) {
 	if ok, suppressed := n.drops.allow(time.Now()); ok {
 		args = append(args, "node", n.hostname)
 		if suppressed > 0 {
 			args = append(args, "suppressed", suppressed)
 		}
-		n.log.Warn(msg, args...)
+		n.log.Log(context.Background(), level, msg, args...)
 	}
 }
 
@@ -376,11 +384,11 @@ func (n *Node) run(ctx context.Context, e *entry, wr *wire.Request, codec wire.C
 	case res = <-done:
 	case <-ctx.Done():
 		res.err = fmt.Errorf("%w: %s did not return before its deadline", ErrHandlerTimeout, wr.Method)
-		n.log.Warn("pidbox: handler overran its deadline; replying with an error and leaving it running", "node", n.hostname, "method", wr.Method)
+		n.warn("pidbox: handler overran its deadline; replying with an error and leaving it running", "method", wr.Method)
 	}
 	if wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
 		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
-			n.log.Warn("pidbox: command failed", "node", n.hostname, "method", wr.Method, "err", res.err)
+			n.warn("pidbox: command failed", "method", wr.Method, "err", res.err)
 		}
 		return
 	}
@@ -391,7 +399,7 @@ func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
-			n.log.Error("pidbox: handler panicked", "node", n.hostname, "method", req.Method, "panic", p, "stack", string(debug.Stack()))
+			n.logLimited(slog.LevelError, "pidbox: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
 			res = result{err: fmt.Errorf("%w: %s: %v", ErrHandlerPanic, req.Method, p)}
 		}
 		e.record(time.Since(start), res.err != nil && !errors.Is(res.err, ErrNoReply))
@@ -409,7 +417,7 @@ func (n *Node) reply(wr *wire.Request, codec wire.Codec, h wire.Headers, res res
 	}
 	body, err := wire.EncodeReply(codec, n.hostname, value)
 	if err != nil {
-		n.log.Warn("pidbox: reply cannot be serialized; replying with an error", "node", n.hostname, "method", wr.Method, "err", err)
+		n.warn("pidbox: reply cannot be serialized; replying with an error", "method", wr.Method, "err", err)
 		body, err = wire.EncodeReply(codec, n.hostname, wire.ErrorValue{Error: fmt.Sprintf("the reply of %s cannot be serialized: %v", wr.Method, err)})
 		if err != nil {
 			n.log.Error("pidbox: error reply cannot be serialized", "node", n.hostname, "err", err)
@@ -426,7 +434,7 @@ func (n *Node) reply(wr *wire.Request, codec wire.Codec, h wire.Headers, res res
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
 	if err := n.mb.tr.Publish(ctx, n.mb.replyEx, wr.ReplyTo.RoutingKey, msg); err != nil {
-		n.log.Warn("pidbox: reply not sent", "node", n.hostname, "method", wr.Method, "err", err)
+		n.warn("pidbox: reply not sent", "method", wr.Method, "err", err)
 	}
 }
 

@@ -257,6 +257,7 @@ func celery(t *testing.T, url string, args ...string) (string, error) {
 func TestCeleryCommandLineAgainstGoWorker(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "celery", "redis")
 	srv := redistest.Start(t)
+	srv.AllowNoTTL("_kombu.") // bindings the Python processes made
 	url := srv.URL(0)
 	w := worker(t, url, "go@celerytest")
 
@@ -281,6 +282,7 @@ func TestCeleryCommandLineAgainstGoWorker(t *testing.T) {
 func TestControllerAgainstCeleryWorker(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "celery", "redis")
 	srv := redistest.Start(t)
+	srv.AllowNoTTL("_kombu.") // bindings the Python processes made
 	url := srv.URL(0)
 	cw := redistest.StartProcess(t, celeryApp, []string{"PIDBOX_BROKER=" + url}, redistest.Python,
 		"-m", "celery", "-A", "celery_app", "worker", "--hostname", "celery@ctl", "-P", "solo",

@@ -24,12 +24,13 @@ import (
 
 // Server is a redis-server process owned by a test.
 type Server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	exit chan struct{}
+	t     testing.TB
+	bin   string
+	dir   string
+	port  int
+	cmd   *exec.Cmd
+	exit  chan struct{}
+	allow []string // key prefixes that may lack a TTL at the end
 }
 
 // Require returns the path of a program the tests need. It skips the test
@@ -48,13 +49,48 @@ func Require(t testing.TB, program, install string) string {
 	return ""
 }
 
-// Start runs a fresh redis-server and stops it when the test ends.
+// Start runs a fresh redis-server and stops it when the test ends. At the
+// end, after everything the test started later has been cleaned up, it
+// fails the test if any key in any database lacks a TTL, except under the
+// prefixes given to AllowNoTTL.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{t: t, bin: Require(t, "redis-server", "apt-get install redis-server"), dir: t.TempDir(), port: freePort(t)}
 	s.start()
-	t.Cleanup(s.Kill)
+	t.Cleanup(func() {
+		s.checkTTLs()
+		s.Kill()
+	})
 	return s
+}
+
+// AllowNoTTL lets keys under these prefixes outlive the test without a
+// TTL: keys that Kombu and Celery processes create, which pidbox does not
+// own.
+func (s *Server) AllowNoTTL(prefixes ...string) { s.allow = append(s.allow, prefixes...) }
+
+func (s *Server) checkTTLs() {
+	if s.cmd == nil || s.t.Failed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for db := range 16 {
+		keys, err := s.KeysWithoutTTL(ctx, db, "*")
+		if err != nil {
+			s.t.Errorf("redistest: scan db %d: %v", db, err)
+			return
+		}
+		for _, k := range keys {
+			allowed := false
+			for _, p := range s.allow {
+				allowed = allowed || strings.HasPrefix(k, p)
+			}
+			if !allowed {
+				s.t.Errorf("redistest: key %q in db %d has no TTL after the test", k, db)
+			}
+		}
+	}
 }
 
 func freePort(t testing.TB) int {

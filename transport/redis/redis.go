@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,6 +127,11 @@ type Transport struct {
 	// Redis may have restarted without its data, so bindings are declared
 	// again at once rather than at the next lease renewal.
 	redial chan struct{}
+
+	// declMu orders binding declarations (read side) before and after
+	// unbinding (write side), so a lease renewal in flight cannot re-add
+	// a binding that was just removed.
+	declMu sync.RWMutex
 
 	mu     sync.Mutex
 	closed bool
@@ -429,6 +435,9 @@ func (t *Transport) renewLeases(stop chan struct{}) {
 
 // declareAll renews many leases in one pipeline.
 func (t *Transport) declareAll(ctx context.Context, subs []*subscription) {
+	t.declMu.RLock()
+	defer t.declMu.RUnlock()
+	subs = slices.DeleteFunc(subs, (*subscription).isUnbound)
 	if len(subs) == 0 {
 		return
 	}

@@ -30,7 +30,10 @@ type subscription struct {
 	ps          *goredis.PubSub // the current pub/sub connection, fanout only
 	warnedOwner time.Time       // the last duplicate-name warning
 	declared    bool            // the owner record has been written once
+	unbound     bool            // guarded by t.declMu
 }
+
+func (s *subscription) isUnbound() bool { return s.unbound }
 
 // Receive implements transport.Subscription.
 func (s *subscription) Receive(ctx context.Context) ([]byte, error) {
@@ -86,6 +89,11 @@ func (s *subscription) leaseCmd(ctx context.Context, c goredis.Scripter, pipelin
 
 // declare adds the binding and its lease now.
 func (s *subscription) declare(ctx context.Context) error {
+	s.t.declMu.RLock()
+	defer s.t.declMu.RUnlock()
+	if s.unbound {
+		return nil
+	}
 	cmd := s.leaseCmd(ctx, s.t.client, false)
 	if err := cmd.Err(); err != nil && !errors.Is(err, goredis.Nil) {
 		return s.t.errorf("bind %s to %s: %w", s.b.Queue, s.b.Exchange.Name, err)
@@ -273,6 +281,9 @@ func (s *subscription) Close() error {
 }
 
 func (s *subscription) unbind(ctx context.Context) error {
+	s.t.declMu.Lock()
+	defer s.t.declMu.Unlock()
+	s.unbound = true
 	ex := s.b.Exchange.Name
 	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b.Queue)}, s.t.listKeys(s.b.Queue)...)
 	if err := unbindScript.Run(ctx, s.t.client, keys, s.member, s.instance, "1").Err(); err != nil {
