@@ -250,7 +250,7 @@ func TestInteropCelery(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "celery", "redis")
 	srv := redistest.Start(t)
 	srv.AllowNoTTL("_kombu.") // bindings the Python processes made
-	url := srv.URL(1) // db 1: fanout channel /1.celery.pidbox
+	url := srv.URL(1)         // db 1: fanout channel /1.celery.pidbox
 	env := []string{"PIDBOX_BROKER=" + url}
 	worker := redistest.StartProcess(t, "testdata", env, redistest.Python, "-m", "celery", "-A", "celery_app", "worker",
 		"--hostname", "celery@interop", "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info")
