@@ -442,7 +442,7 @@ func (m *Mailbox) publish(ctx context.Context, method string, args any, cfg call
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
 	if err := m.tr.Publish(ctx, m.exchange, "", msg); err != nil {
-		return fmt.Errorf("pidbox: publish %s to %s: %w", method, m.exchange.Name, err)
+		return fmt.Errorf("pidbox: send %s: %w", method, err)
 	}
 	return nil
 }

@@ -146,6 +146,10 @@ var _ transport.Transport = (*Transport)(nil)
 // caller keeps ownership of it and closes it after the transport. For a
 // *goredis.Client or *goredis.ClusterClient, blocking pops run on a second
 // client with the same options, so they never starve the caller's pool.
+//
+// Set ContextTimeoutEnabled in the client's options: without it go-redis
+// lets a command outlive its context's deadline (up to its own read and
+// write timeouts), and so would a call made while Redis is unresponsive.
 func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	t := newTransport(client, opts)
 	switch c := client.(type) {

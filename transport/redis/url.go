@@ -31,6 +31,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	if err != nil {
 		return nil, err
 	}
+	ropts.ContextTimeoutEnabled = true // calls end at their context's deadline
 	client := goredis.NewClient(ropts)
 	t := NewFromClient(client, opts)
 	t.owned = append(t.owned, client)
