@@ -208,7 +208,7 @@ func (m *Mailbox) Stream(ctx context.Context, method string, args any, opts ...C
 		}
 		ctx, cancel := m.deadline(ctx, cfg)
 		defer cancel()
-		ticket := uuid.NewString()
+		ticket := wire.NewID()
 		if err := m.listen(ctx); err != nil {
 			yield(reply.Reply{}, err)
 			return
@@ -258,7 +258,7 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 	if err := m.listen(ctx); err != nil {
 		return "", err
 	}
-	ticket = uuid.NewString()
+	ticket = wire.NewID()
 	return ticket, m.publish(ctx, method, args, cfg, ticket)
 }
 

@@ -359,12 +359,12 @@ type result struct {
 	err   error
 }
 
-// run runs one handler under its deadline and replies. The handler runs in
-// a goroutine of its own, so that one that overruns its deadline still
-// gets the caller an error reply; it keeps its concurrency slot until it
+// run runs one handler under its deadline and replies. A handler that
+// overruns its deadline still gets the caller an error reply, sent when
+// the deadline passes; the handler keeps its concurrency slot until it
 // returns.
 func (n *Node) run(ctx context.Context, e *entry, wr *wire.Request, codec wire.Codec, h wire.Headers) {
-	defer n.inflight.Done()
+	defer func() { <-e.slots }()
 	deadline := time.Now().Add(n.opts.HandlerTimeout)
 	if exp, ok := h.Deadline(); ok && exp.Before(deadline) {
 		deadline = exp
@@ -374,18 +374,28 @@ func (n *Node) run(ctx context.Context, e *entry, wr *wire.Request, codec wire.C
 	req := &Request{Method: wr.Method, Arguments: wr.Arguments, Ticket: wr.Ticket, Clock: h.Clock, Node: n, codec: codec}
 	ctx = context.WithValue(ctx, requestKey{}, req)
 
-	done := make(chan result, 1)
-	go func() {
-		defer func() { <-e.slots }()
-		done <- n.call(ctx, e, req)
-	}()
-	var res result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		res.err = fmt.Errorf("%w: %s did not return before its deadline", ErrHandlerTimeout, wr.Method)
-		n.warn("pidbox: handler overran its deadline; replying with an error and leaving it running", "method", wr.Method)
+	var once sync.Once
+	finish := func(res result) {
+		once.Do(func() {
+			defer n.inflight.Done()
+			n.finish(wr, codec, h, res)
+		})
 	}
+	stop := context.AfterFunc(ctx, func() {
+		err := fmt.Errorf("%w: %s did not return before its deadline", ErrHandlerTimeout, wr.Method)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %s: the node is shutting down", ErrHandlerTimeout, wr.Method)
+		}
+		n.warn("pidbox: handler overran its deadline; replying with an error and leaving it running", "method", wr.Method)
+		finish(result{err: err})
+	})
+	res := n.call(ctx, e, req)
+	stop()
+	finish(res)
+}
+
+// finish replies with a handler's result, or logs a failed cast.
+func (n *Node) finish(wr *wire.Request, codec wire.Codec, h wire.Headers, res result) {
 	if wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
 		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
 			n.warn("pidbox: command failed", "method", wr.Method, "err", res.err)

@@ -2,14 +2,15 @@ package wire
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 )
 
 // Delivery modes, as in AMQP and Kombu's properties.
@@ -122,7 +123,7 @@ func AppendEncode(dst []byte, e *Envelope) []byte {
 		dst = appendString(dst, p.DeliveryTag)
 	} else {
 		dst = append(dst, '"')
-		dst = appendUUID(dst, uuid.New())
+		dst = AppendID(dst)
 		dst = append(dst, '"')
 	}
 	return append(dst, "}}"...)
@@ -265,7 +266,15 @@ func growBy(dst []byte, n int) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-func appendUUID(dst []byte, u uuid.UUID) []byte {
+// AppendID appends a random version-4 UUID in its text form, as Kombu
+// uses for tickets and delivery tags. It draws from math/rand/v2's
+// per-thread ChaCha8 source (seeded by the OS), so it makes no system call.
+func AppendID(dst []byte) []byte {
+	var u [16]byte
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
 	for i, b := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
 			dst = append(dst, '-')
@@ -274,6 +283,9 @@ func appendUUID(dst []byte, u uuid.UUID) []byte {
 	}
 	return dst
 }
+
+// NewID returns a random version-4 UUID; see AppendID.
+func NewID() string { return string(AppendID(make([]byte, 0, 36))) }
 
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
 // as encoding/json does.

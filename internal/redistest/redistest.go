@@ -1,6 +1,7 @@
-// Package redistest runs real redis-server processes for tests: each on a
-// free loopback port, in a temporary directory, owned by the test, so tests
-// can also stop, kill, freeze and restart it. There is no mock.
+// Package redistest runs real redis-server processes for tests and
+// benchmarks: each on a free loopback port, in a temporary directory, owned
+// by its caller, who can also stop, kill, freeze and restart it. There is no
+// mock.
 //
 // When redis-server is not installed, tests skip on a developer machine
 // and fail in CI (CI=true).
@@ -55,13 +56,40 @@ func Require(t testing.TB, program, install string) string {
 // prefixes given to AllowNoTTL.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Require(t, "redis-server", "apt-get install redis-server"), dir: t.TempDir(), port: freePort(t)}
-	s.start()
+	bin := Require(t, "redis-server", "apt-get install redis-server")
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
+	s.must(s.start())
 	t.Cleanup(func() {
 		s.checkTTLs()
 		s.Kill()
 	})
 	return s
+}
+
+// Launch runs a redis-server outside a test, in dir; Kill stops it.
+func Launch(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found (apt-get install redis-server): %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, dir: dir, port: port}
+	return s, s.start()
+}
+
+// must fails the test on err.
+func (s *Server) must(err error) {
+	if err != nil {
+		s.t.Helper()
+		s.t.Fatal(err)
+	}
 }
 
 // AllowNoTTL lets keys under these prefixes outlive the test without a
@@ -93,24 +121,22 @@ func (s *Server) checkTTLs() {
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("redistest: find a free port: %v", err)
+		return 0, fmt.Errorf("redistest: find a free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func (s *Server) start() {
-	s.t.Helper()
+func (s *Server) start() error {
 	s.cmd = exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("redistest: start redis-server: %v", err)
+		return fmt.Errorf("redistest: start redis-server: %w", err)
 	}
 	s.exit = make(chan struct{})
 	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(s.cmd, s.exit)
@@ -122,16 +148,15 @@ func (s *Server) start() {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-s.exit:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redistest: redis-server exited at start: %s", log)
+			return fmt.Errorf("redistest: redis-server exited at start: %s", s.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("redistest: redis-server on %s not answering: %v", s.Addr(), err)
+			return fmt.Errorf("redistest: redis-server on %s not answering: %w", s.Addr(), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -165,16 +190,14 @@ func (s *Server) Kill() {
 // Restart kills the server and starts a new one on the same port, with
 // its data lost.
 func (s *Server) Restart() {
-	s.t.Helper()
 	s.Kill()
-	s.start()
+	s.must(s.start())
 }
 
 // Start starts the server again after Kill.
 func (s *Server) Start() {
-	s.t.Helper()
 	if s.cmd == nil {
-		s.start()
+		s.must(s.start())
 	}
 }
 

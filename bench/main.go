@@ -1,0 +1,164 @@
+// Command bench measures pidbox against the raw Redis floor and against
+// Kombu, in one run on one redis-server it starts itself, and prints one
+// key=value line per figure, then the ratios. See docs/BENCHMARKS.md.
+//
+//	go run ./bench             # everything (Kombu needs /usr/bin/python3 with python3-kombu)
+//	go run ./bench -quick      # fewer iterations
+//	go run ./bench -kombu=false
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gopidbox/pidbox/internal/redistest"
+)
+
+var (
+	quick    = flag.Bool("quick", false, "fewer iterations")
+	kombu    = flag.Bool("kombu", true, "measure Kombu side by side (needs /usr/bin/python3 with kombu)")
+	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,kombu); default all")
+	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
+	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func main() {
+	flag.Parse()
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
+	dir, err := os.MkdirTemp("", "pidbox-bench")
+	check(err)
+	defer os.RemoveAll(dir)
+	srv, err := redistest.Launch(dir)
+	check(err)
+	defer srv.Kill()
+	b := &bench{url: srv.URL(0), dir: dir, results: map[string]float64{}}
+	fmt.Printf("bench go=%s cpus=%d gomaxprocs=%d redis=%s\n", runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), srv.Addr())
+
+	run := func(name string, fn func()) {
+		if *only == "" || strings.Contains(","+*only+",", ","+name+",") {
+			fn()
+		}
+	}
+	run("seq", b.sequential)
+	run("concurrent", b.concurrent)
+	run("gather", b.gathers)
+	run("nolimit", b.noLimit)
+	run("memory", b.memory)
+	if *kombu {
+		run("kombu", b.kombu)
+	}
+	b.ratios()
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type bench struct {
+	url     string
+	dir     string
+	results map[string]float64
+}
+
+// iters scales an iteration count down for -quick.
+func iters(n int) int {
+	if *quick {
+		return max(n/10, 5)
+	}
+	return n
+}
+
+// record prints a figure line and keeps its values for the ratios.
+func (b *bench) record(figure, impl string, kv ...any) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "figure=%s impl=%s", figure, impl)
+	for i := 0; i+1 < len(kv); i += 2 {
+		k := kv[i].(string)
+		switch v := kv[i+1].(type) {
+		case float64:
+			fmt.Fprintf(&sb, " %s=%.3f", k, v)
+			b.results[figure+"/"+impl+"/"+k] = v
+		default:
+			fmt.Fprintf(&sb, " %s=%v", k, v)
+		}
+	}
+	fmt.Println(sb.String())
+}
+
+// latencies summarises a set of durations.
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) float64 {
+	if len(l) == 0 {
+		return 0
+	}
+	s := append(latencies(nil), l...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(p * float64(len(s)-1))
+	return float64(s[i]) / float64(time.Millisecond)
+}
+
+func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+func (b *bench) ratios() {
+	type ratio struct {
+		name, num, den string
+		target         float64
+		lessIsBetter   bool
+	}
+	rs := []ratio{
+		{"seq_call_p50 pidbox/floor", "seq_call/pidbox/p50_ms", "seq_call/floor/p50_ms", 1.5, true},
+		{"seq_call_p50 pidbox/kombu", "seq_call/pidbox/p50_ms", "seq_call/kombu/p50_ms", 0.2, true},
+		{"concurrent_calls_per_s pidbox/floor", "concurrent/pidbox/calls_per_s", "concurrent/floor/calls_per_s", 0.6, false},
+		{"gather10_p50 pidbox/kombu", "gather_10/pidbox/p50_ms", "gather_10/kombu/p50_ms", 0, true},
+		{"gather50_p50 pidbox/kombu", "gather_50/pidbox/p50_ms", "gather_50/kombu/p50_ms", 0, true},
+		{"gather100_p50 pidbox/floor", "gather_100/pidbox/p50_ms", "gather_100/floor/p50_ms", 1.5, true},
+		{"gather1000_p50 pidbox/floor", "gather_1000/pidbox/p50_ms", "gather_1000/floor/p50_ms", 1.5, true},
+		{"nolimit100_p50 pidbox/gather100_floor", "nolimit_100/pidbox/p50_ms", "gather_100/floor/p50_ms", 2, true},
+		{"nolimit_p50 pidbox/kombu", "nolimit_100/pidbox/p50_ms", "nolimit/kombu/p50_ms", 0, true},
+		{"controller_heap after/before", "memory/pidbox/heap_after_kib", "memory/pidbox/heap_before_kib", 1.10, true},
+	}
+	for _, r := range rs {
+		num, ok1 := b.results[r.num]
+		den, ok2 := b.results[r.den]
+		if !ok1 || !ok2 || den == 0 {
+			continue
+		}
+		v := num / den
+		line := fmt.Sprintf("ratio=%s value=%.3f", strings.ReplaceAll(r.name, " ", " of="), v)
+		if r.target > 0 {
+			met := v <= r.target
+			op := "<="
+			if !r.lessIsBetter {
+				met, op = v >= r.target, ">="
+			}
+			line += fmt.Sprintf(" target=%s%.2f met=%v", op, r.target, met)
+		}
+		fmt.Println(line)
+	}
+	if rss, ok := b.results["memory/pidbox/idle_node_rss_mib"]; ok {
+		fmt.Printf("ratio=idle_node_rss_mib value=%.1f target=<=15 met=%v\n", rss, rss <= 15)
+	}
+}
