@@ -21,7 +21,6 @@ package pidbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -92,11 +91,9 @@ type Mailbox struct {
 	log      *slog.Logger
 	demux    *reply.Demux
 
-	mu        sync.Mutex
-	closed    bool
-	replySub  transport.Subscription
-	stopRead  context.CancelFunc
-	readerEnd chan struct{}
+	mu       sync.Mutex
+	closed   bool
+	replySub transport.Subscription
 }
 
 // New returns a mailbox on tr. It does not touch the broker until the first
@@ -447,7 +444,8 @@ func (m *Mailbox) publish(ctx context.Context, method string, args any, cfg call
 	return nil
 }
 
-// listen binds the reply queue, once, and starts reading it.
+// listen binds the reply queue, once; the transport hands every reply to
+// the demultiplexer.
 func (m *Mailbox) listen(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -457,28 +455,13 @@ func (m *Mailbox) listen(ctx context.Context) error {
 	if m.replySub != nil {
 		return nil
 	}
-	sub, err := m.tr.Subscribe(ctx, transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: m.ReplyQueue()})
+	b := transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: m.ReplyQueue()}
+	sub, err := m.tr.Subscribe(ctx, b, func(msg []byte) { _ = m.demux.Dispatch(msg) }) // the demux logs drops
 	if err != nil {
 		return fmt.Errorf("pidbox: bind reply queue %s: %w", m.ReplyQueue(), err)
 	}
-	rctx, cancel := context.WithCancel(context.Background())
-	m.replySub, m.stopRead, m.readerEnd = sub, cancel, make(chan struct{})
-	go m.read(rctx, sub, m.readerEnd)
+	m.replySub = sub
 	return nil
-}
-
-func (m *Mailbox) read(ctx context.Context, sub transport.Subscription, end chan struct{}) {
-	defer close(end)
-	for {
-		msg, err := sub.Receive(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, transport.ErrClosed) {
-				m.log.Error("pidbox: reply queue failed", "queue", m.ReplyQueue(), "err", err)
-			}
-			return
-		}
-		_ = m.demux.Dispatch(msg) // logged by the demux
-	}
 }
 
 // Close unbinds and deletes the mailbox's reply queue. Calls in progress
@@ -491,14 +474,11 @@ func (m *Mailbox) Close() error {
 		return nil
 	}
 	m.closed = true
-	sub, stop, end := m.replySub, m.stopRead, m.readerEnd
+	sub := m.replySub
 	m.mu.Unlock()
 	m.demux.Close()
 	if sub == nil {
 		return nil
 	}
-	stop()
-	err := sub.Close()
-	<-end
-	return err
+	return sub.Close()
 }

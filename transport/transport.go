@@ -63,23 +63,28 @@ type Publisher interface {
 	Publish(ctx context.Context, ex Exchange, routingKey string, msg []byte) error
 }
 
-// Subscriber binds queues and receives from them.
+// Handler receives a subscription's messages, one at a time and in order,
+// on a goroutine of the transport's. It owns msg. It must return quickly,
+// handing slow work to goroutines of its own, and must not call the
+// subscription's Close.
+type Handler func(msg []byte)
+
+// Subscriber binds queues and consumes them.
 type Subscriber interface {
-	// Subscribe binds b and starts consuming its queue. It returns once the
-	// subscription is confirmed by the broker: a message published after
-	// Subscribe returns reaches it.
-	Subscribe(ctx context.Context, b Binding) (Subscription, error)
+	// Subscribe binds b and starts delivering its queue's messages to h.
+	// It returns once the subscription is confirmed by the broker: a
+	// message published after Subscribe returns reaches h.
+	Subscribe(ctx context.Context, b Binding, h Handler) (Subscription, error)
 }
 
 // Subscription is a bound, consumed queue.
 type Subscription interface {
-	// Receive returns the next message. It blocks until one arrives, ctx is
-	// done (returning ctx.Err()) or the subscription or its transport is
-	// closed (returning an error wrapping ErrClosed). It may be called from
-	// one goroutine at a time.
-	Receive(ctx context.Context) ([]byte, error)
-	// Close stops consuming, removes the binding and deletes the queue.
-	// It is safe to call more than once.
+	// Done is closed when the subscription has ended: after Close, or
+	// when its transport closed.
+	Done() <-chan struct{}
+	// Close stops consuming, waits until the handler has returned from
+	// its last call, removes the binding and deletes the queue. It is safe
+	// to call more than once.
 	Close() error
 }
 

@@ -141,8 +141,9 @@ func (b *Broker) Publish(ctx context.Context, ex transport.Exchange, routingKey 
 	return nil
 }
 
-// Subscribe implements transport.Subscriber.
-func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding) (transport.Subscription, error) {
+// Subscribe implements transport.Subscriber. Each subscription delivers
+// to its handler from a goroutine of its own.
+func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding, h transport.Handler) (transport.Subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding) (transport
 	if b.closed {
 		return nil, transport.ErrClosed
 	}
-	s := &subscription{b: b, binding: bd, done: make(chan struct{})}
+	s := &subscription{b: b, binding: bd, h: h, done: make(chan struct{}), loopDone: make(chan struct{})}
 	b.subs[s] = struct{}{}
 	if !slices.Contains(b.bindings[bd.Exchange.Name], bd) {
 		b.bindings[bd.Exchange.Name] = append(b.bindings[bd.Exchange.Name], bd)
@@ -173,6 +174,7 @@ func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding) (transport
 		s.q = q
 	}
 	s.q.refs++
+	go s.loop()
 	return s, nil
 }
 
@@ -189,63 +191,80 @@ func (b *Broker) Bindings(ctx context.Context, ex transport.Exchange) ([]transpo
 	return slices.Clone(b.bindings[ex.Name]), nil
 }
 
-// Close closes every subscription. It is safe to call more than once.
+// Close closes every subscription and waits for their handlers to
+// return. It is safe to call more than once.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return nil
 	}
 	b.closed = true
-	for s := range b.subs {
+	subs := b.subs
+	for s := range subs {
 		s.closed = true
 		close(s.done)
 	}
 	b.fanout, b.queues, b.bindings, b.subs = nil, nil, nil, nil
+	b.mu.Unlock()
+	for s := range subs {
+		<-s.loopDone
+	}
 	return nil
 }
 
 type subscription struct {
-	b       *Broker
-	binding transport.Binding
-	q       *queue
-	closed  bool          // guarded by b.mu
-	done    chan struct{} // closed with closed
+	b        *Broker
+	binding  transport.Binding
+	h        transport.Handler
+	q        *queue
+	closed   bool          // guarded by b.mu
+	done     chan struct{} // closed with closed
+	loopDone chan struct{} // closed when loop has returned
 }
 
-// Receive implements transport.Subscription.
-func (s *subscription) Receive(ctx context.Context) ([]byte, error) {
+// loop hands the queue's messages to the handler until closed.
+func (s *subscription) loop() {
+	defer close(s.loopDone)
 	for {
 		s.b.mu.Lock()
 		if s.closed {
 			s.b.mu.Unlock()
-			return nil, fmt.Errorf("receive from %s: %w", s.binding.Queue, transport.ErrClosed)
+			return
 		}
 		msg, ok := s.q.pop()
 		if ok && len(s.q.items) > s.q.head {
-			s.q.wake() // more for the next receiver
+			s.q.wake() // more for the next consumer
 		}
 		signal := s.q.signal
 		s.b.mu.Unlock()
 		if ok {
-			return msg, nil
+			s.h(msg)
+			continue
 		}
 		select {
 		case <-signal:
 		case <-s.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 	}
 }
 
+// Done implements transport.Subscription.
+func (s *subscription) Done() <-chan struct{} { return s.done }
+
 // Close implements transport.Subscription.
 func (s *subscription) Close() error {
+	s.unbind()
+	<-s.loopDone
+	return nil
+}
+
+func (s *subscription) unbind() {
 	b := s.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s.closed {
-		return nil
+		return
 	}
 	s.closed = true
 	close(s.done)
@@ -255,11 +274,11 @@ func (s *subscription) Close() error {
 	if s.binding.Exchange.Kind == transport.Fanout {
 		b.fanout[name] = slices.DeleteFunc(b.fanout[name], func(o *subscription) bool { return o == s })
 		if slices.ContainsFunc(b.fanout[name], func(o *subscription) bool { return o.binding == s.binding }) {
-			return nil // another listener still holds the binding
+			return // another listener still holds the binding
 		}
 	} else {
 		if s.q.refs > 0 {
-			return nil // another consumer still holds the queue
+			return // another consumer still holds the queue
 		}
 		delete(b.queues, s.binding.Queue)
 	}
@@ -267,5 +286,4 @@ func (s *subscription) Close() error {
 	if len(b.bindings[name]) == 0 {
 		delete(b.bindings, name)
 	}
-	return nil
 }

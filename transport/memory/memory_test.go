@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/transport/memory"
@@ -21,26 +23,59 @@ func TestConformance(t *testing.T) {
 }
 
 func TestQueueLimitDropsNewest(t *testing.T) {
-	var logs strings.Builder
+	var logs syncBuffer
 	b := memory.New(memory.Options{QueueLimit: 3, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer b.Close()
 	ctx := context.Background()
 	ex := transport.Exchange{Name: "x", Kind: transport.Direct}
-	s, err := b.Subscribe(ctx, transport.Binding{Exchange: ex, Queue: "q"})
+	got := make(chan string, 10)
+	gate := make(chan struct{})
+	s, err := b.Subscribe(ctx, transport.Binding{Exchange: ex, Queue: "q"}, func(m []byte) {
+		if string(m) == "1" {
+			<-gate // a slow handler: the queue fills behind it
+		}
+		got <- string(m)
+	})
 	require.NoError(t, err)
-	for _, m := range []string{"1", "2", "3", "4", "5"} {
+	defer s.Close()
+	require.NoError(t, b.Publish(ctx, ex, "", []byte("1")))
+	time.Sleep(50 * time.Millisecond)
+	for _, m := range []string{"2", "3", "4", "5", "6"} {
 		require.NoError(t, b.Publish(ctx, ex, "", []byte(m)))
 	}
-	for _, want := range []string{"1", "2", "3"} {
-		got, err := s.Receive(ctx)
-		require.NoError(t, err)
-		assert.Equal(t, want, string(got))
-	}
 	assert.Contains(t, logs.String(), "queue full")
-	require.NoError(t, b.Publish(ctx, ex, "", []byte("6")), "room again after receiving")
-	got, err := s.Receive(ctx)
-	require.NoError(t, err)
-	assert.Equal(t, "6", string(got))
+	close(gate)
+	var order []string
+	for i := range 5 {
+		if i == 4 {
+			require.NoError(t, b.Publish(ctx, ex, "", []byte("7")), "room again")
+		}
+		select {
+		case m := <-got:
+			order = append(order, m)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got only %v", order)
+		}
+	}
+	assert.Equal(t, []string{"1", "2", "3", "4", "7"}, order, "5 and 6 found the queue full")
+}
+
+// syncBuffer is a log sink safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestUnknownKind(t *testing.T) {
@@ -48,6 +83,6 @@ func TestUnknownKind(t *testing.T) {
 	defer b.Close()
 	ex := transport.Exchange{Name: "x", Kind: "topic"}
 	assert.ErrorContains(t, b.Publish(context.Background(), ex, "", nil), "unknown kind")
-	_, err := b.Subscribe(context.Background(), transport.Binding{Exchange: ex, Queue: "q"})
+	_, err := b.Subscribe(context.Background(), transport.Binding{Exchange: ex, Queue: "q"}, func([]byte) {})
 	assert.ErrorContains(t, err, "unknown kind")
 }

@@ -309,7 +309,7 @@ func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]tran
 // (with a lease), then for a fanout exchange pattern-subscribes to its
 // channel and waits for Redis to confirm; for a direct exchange it starts
 // popping the queue's lists.
-func (t *Transport) Subscribe(ctx context.Context, b transport.Binding) (transport.Subscription, error) {
+func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transport.Handler) (transport.Subscription, error) {
 	if b.Exchange.Kind != transport.Fanout && b.Exchange.Kind != transport.Direct {
 		return nil, fmt.Errorf("redis transport: exchange %q has unknown kind %q", b.Exchange.Name, b.Exchange.Kind)
 	}
@@ -317,7 +317,7 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding) (transpo
 		t:        t,
 		b:        b,
 		member:   member(b),
-		msgs:     make(chan []byte, 256),
+		h:        h,
 		done:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		instance: uuid.NewString(),

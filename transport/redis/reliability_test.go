@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"runtime"
@@ -344,6 +345,9 @@ func TestSoak(t *testing.T) {
 					slow := i%10 == 0
 					rs, err := ctl.Call(context.Background(), "maybe_slow", map[string]bool{"slow": slow},
 						pidbox.To("s1@h", "s2@h"), pidbox.Timeout(30*time.Millisecond))
+					if errors.Is(err, context.DeadlineExceeded) {
+						err = nil // timed out before it was even sent: a late call too
+					}
 					if !assert.NoError(t, err) {
 						return
 					}

@@ -20,7 +20,7 @@ type subscription struct {
 	member   string
 	instance string // this subscription's id in the queue's owner record
 
-	msgs      chan []byte
+	h         transport.Handler
 	done      chan struct{} // closed by Close
 	loopDone  chan struct{} // closed when the reading loop ends
 	closeOnce sync.Once
@@ -35,17 +35,8 @@ type subscription struct {
 
 func (s *subscription) isUnbound() bool { return s.unbound }
 
-// Receive implements transport.Subscription.
-func (s *subscription) Receive(ctx context.Context) ([]byte, error) {
-	select {
-	case m := <-s.msgs:
-		return m, nil
-	case <-s.done:
-		return nil, fmt.Errorf("receive from %s: %w", s.b.Queue, transport.ErrClosed)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
+// Done implements transport.Subscription.
+func (s *subscription) Done() <-chan struct{} { return s.done }
 
 func (s *subscription) closed() bool {
 	select {
@@ -56,14 +47,13 @@ func (s *subscription) closed() bool {
 	}
 }
 
-// deliver hands a message to Receive; it reports false once closed.
+// deliver hands a message to the handler; it reports false once closed.
 func (s *subscription) deliver(m []byte) bool {
-	select {
-	case s.msgs <- m:
-		return true
-	case <-s.done:
+	if s.closed() {
 		return false
 	}
+	s.h(m)
+	return true
 }
 
 // sleep waits d or until Close; it reports false once closed.
@@ -270,10 +260,7 @@ func (s *subscription) Close() error {
 			pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
 			_, _ = pipe.Exec(ctx)
 		}
-		select {
-		case <-s.loopDone:
-		case <-time.After(s.t.opts.BlockTimeout + s.t.opts.HealthCheckInterval + time.Second):
-		}
+		<-s.loopDone // the handler has returned from its last call
 		s.closeErr = s.unbind(ctx)
 		s.t.remove(s)
 	})

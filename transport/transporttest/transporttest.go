@@ -15,9 +15,9 @@ package transporttest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +53,8 @@ func Run(t *testing.T, newTransport Constructor) {
 		{"BindingsListsBoundQueues", testBindings},
 		{"MessagesArriveIntact", testIntact},
 		{"ConcurrentPublishersLoseNothing", testConcurrent},
-		{"ReceiveHonoursContext", testReceiveContext},
+		{"HandlerCallsAreSequential", testSequentialHandler},
+		{"CloseWaitsForTheHandler", testCloseWaits},
 		{"TransportCloseEndsSubscriptions", testTransportClose},
 	}
 	for _, tc := range tests {
@@ -71,29 +72,39 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-func subscribe(t *testing.T, tr transport.Transport, b transport.Binding) transport.Subscription {
+// sub is a subscription whose handler queues messages for the test.
+type sub struct {
+	transport.Subscription
+	ch chan []byte
+}
+
+func subscribe(t *testing.T, tr transport.Transport, b transport.Binding) *sub {
 	t.Helper()
-	s, err := tr.Subscribe(ctxFor(t), b)
+	ch := make(chan []byte, 4096)
+	s, err := tr.Subscribe(ctxFor(t), b, func(m []byte) { ch <- m })
 	require.NoError(t, err, "subscribe %s", b.Queue)
 	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return &sub{Subscription: s, ch: ch}
 }
 
-func receive(t *testing.T, s transport.Subscription) []byte {
+func receive(t *testing.T, s *sub) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	msg, err := s.Receive(ctx)
-	require.NoError(t, err)
-	return msg
+	select {
+	case m := <-s.ch:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5s")
+		return nil
+	}
 }
 
-func nothing(t *testing.T, s transport.Subscription) {
+func nothing(t *testing.T, s *sub) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), quiet)
-	defer cancel()
-	msg, err := s.Receive(ctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded, "unexpected message %q", msg)
+	select {
+	case m := <-s.ch:
+		t.Fatalf("unexpected message %q", m)
+	case <-time.After(quiet):
+	}
 }
 
 func fanout(ns string) transport.Exchange {
@@ -106,7 +117,7 @@ func direct(name string) transport.Exchange {
 
 func testFanout(t *testing.T, tr transport.Transport, ns string) {
 	ex := fanout(ns)
-	var subs []transport.Subscription
+	var subs []*sub
 	for i := range 3 {
 		subs = append(subs, subscribe(t, tr, transport.Binding{Exchange: ex, Queue: fmt.Sprintf("n%d.%s", i, ex.Name)}))
 	}
@@ -174,24 +185,18 @@ func testDirectCompete(t *testing.T, tr transport.Transport, ns string) {
 		require.NoError(t, tr.Publish(ctxFor(t), ex, "k", fmt.Appendf(nil, "%d", i)))
 	}
 	got := map[string]int{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, s := range []transport.Subscription{s1, s2} {
-		wg.Go(func() {
-			for {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*quiet)
-				msg, err := s.Receive(ctx)
-				cancel()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				got[string(msg)]++
-				mu.Unlock()
-			}
-		})
+	for {
+		var m []byte
+		select {
+		case m = <-s1.ch:
+		case m = <-s2.ch:
+		case <-time.After(2 * quiet):
+		}
+		if m == nil {
+			break
+		}
+		got[string(m)]++
 	}
-	wg.Wait()
 	assert.Len(t, got, n)
 	for m, c := range got {
 		assert.Equal(t, 1, c, "message %s delivered %d times", m, c)
@@ -220,8 +225,11 @@ func testCloseUnbinds(t *testing.T, tr transport.Transport, ns string) {
 		s := subscribe(t, tr, b)
 		require.NoError(t, s.Close())
 		require.NoError(t, s.Close(), "Close twice")
-		_, err := s.Receive(ctxFor(t))
-		assert.ErrorIs(t, err, transport.ErrClosed)
+		select {
+		case <-s.Done():
+		default:
+			t.Fatal("Done not closed after Close")
+		}
 		bs, err := tr.Bindings(ctxFor(t), ex)
 		require.NoError(t, err)
 		assert.NotContains(t, bs, b)
@@ -296,45 +304,78 @@ func testConcurrent(t *testing.T, tr transport.Transport, ns string) {
 	nothing(t, s)
 }
 
-func testReceiveContext(t *testing.T, tr transport.Transport, ns string) {
+func testSequentialHandler(t *testing.T, tr transport.Transport, ns string) {
 	for _, ex := range []transport.Exchange{fanout(ns), direct(ns + ".d")} {
-		s := subscribe(t, tr, transport.Binding{Exchange: ex, Queue: "n." + ex.Name})
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		start := time.Now()
-		_, err := s.Receive(ctx)
-		cancel()
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.Less(t, time.Since(start), 2*time.Second, "Receive overran its deadline")
-
-		ctx, cancel = context.WithCancel(context.Background())
-		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-		_, err = s.Receive(ctx)
-		assert.ErrorIs(t, err, context.Canceled)
-
-		// A subscription still works after a cancelled Receive.
-		require.NoError(t, tr.Publish(ctxFor(t), ex, "", []byte("after")))
-		assert.Equal(t, "after", string(receive(t, s)))
+		var running, overlap, count int32
+		var mu sync.Mutex
+		var order []string
+		done := make(chan struct{})
+		const n = 50
+		s, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: ex, Queue: "n." + ex.Name}, func(m []byte) {
+			mu.Lock()
+			running++
+			if running > 1 {
+				overlap++
+			}
+			order = append(order, string(m))
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			mu.Lock()
+			running--
+			count++
+			if count == n {
+				close(done)
+			}
+			mu.Unlock()
+		})
+		require.NoError(t, err)
+		for i := range n {
+			require.NoError(t, tr.Publish(ctxFor(t), ex, "", fmt.Appendf(nil, "%03d", i)))
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: handler saw %d of %d messages", ex.Kind, count, n)
+		}
+		require.NoError(t, s.Close())
+		mu.Lock()
+		assert.Zero(t, overlap, "%s: handler called concurrently", ex.Kind)
+		for i, m := range order {
+			assert.Equal(t, fmt.Sprintf("%03d", i), m, "%s: order", ex.Kind)
+		}
+		mu.Unlock()
 	}
 }
 
-func testTransportClose(t *testing.T, tr transport.Transport, ns string) {
-	s, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "n." + ns})
+func testCloseWaits(t *testing.T, tr transport.Transport, ns string) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var returned atomic.Bool
+	s, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "n." + ns}, func([]byte) {
+		close(entered)
+		<-release
+		returned.Store(true)
+	})
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Receive(context.Background())
-		done <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, tr.Publish(ctxFor(t), fanout(ns), "", []byte("x")))
+	<-entered
+	go func() { time.Sleep(100 * time.Millisecond); close(release) }()
+	require.NoError(t, s.Close())
+	assert.True(t, returned.Load(), "Close returned while the handler was still running")
+}
+
+func testTransportClose(t *testing.T, tr transport.Transport, ns string) {
+	var calls atomic.Int32
+	s, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "n." + ns}, func([]byte) { calls.Add(1) })
+	require.NoError(t, err)
 	require.NoError(t, tr.Close())
 	select {
-	case err := <-done:
-		assert.True(t, errors.Is(err, transport.ErrClosed), "got %v", err)
+	case <-s.Done():
 	case <-time.After(5 * time.Second):
-		t.Fatal("Receive still blocked after the transport closed")
+		t.Fatal("subscription not done after the transport closed")
 	}
 	require.NoError(t, s.Close())
 	assert.ErrorIs(t, tr.Publish(ctxFor(t), fanout(ns), "", []byte("x")), transport.ErrClosed)
-	_, err = tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "m." + ns})
+	_, err = tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "m." + ns}, func([]byte) {})
 	assert.ErrorIs(t, err, transport.ErrClosed)
+	assert.Zero(t, calls.Load())
 }
