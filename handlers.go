@@ -134,6 +134,7 @@ type HandlerStats struct {
 	Calls        uint64  `json:"calls"`
 	Errors       uint64  `json:"errors"`
 	Running      int     `json:"running"`
+	Waiting      int     `json:"waiting"`
 	TotalSeconds float64 `json:"total_seconds"`
 	MaxSeconds   float64 `json:"max_seconds"`
 }
@@ -187,7 +188,7 @@ func (n *Node) Stats() Stats {
 	}
 	for name, e := range n.handlers {
 		s.Registered = append(s.Registered, name)
-		if st := e.stats(); st.Calls > 0 || st.Running > 0 {
+		if st := e.stats(); st.Calls > 0 || st.Running > 0 || st.Waiting > 0 {
 			s.Handlers[name] = st
 		}
 	}

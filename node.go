@@ -19,6 +19,7 @@ import (
 // Defaults for NodeOptions.
 const (
 	DefaultConcurrency    = 16
+	DefaultBacklog        = 256
 	DefaultHandlerTimeout = 30 * time.Second
 	DefaultShutdownGrace  = 5 * time.Second
 	// replyTimeout bounds publishing one reply.
@@ -30,10 +31,13 @@ type NodeOptions struct {
 	// State is handed to handlers through Request.Node.State, as Kombu
 	// hands its handlers a state object.
 	State any
-	// Concurrency bounds the calls of one handler running at once; a
-	// request beyond it is refused and logged, so one slow command cannot
-	// hold up the others. Default 16.
+	// Concurrency bounds the calls of one handler running at once, so one
+	// slow command cannot hold up the others. Default 16.
 	Concurrency int
+	// Backlog bounds the requests of one handler waiting for a free slot;
+	// a request waits at most until its deadline. Requests beyond the
+	// backlog are refused and logged. Default 256.
+	Backlog int
 	// HandlerTimeout bounds a handler's run when the request's own expiry
 	// is later or absent. The caller then gets an error reply wrapping
 	// ErrHandlerTimeout. Default 30s.
@@ -71,8 +75,9 @@ type Node struct {
 
 // entry is a registered handler with its concurrency slots and counters.
 type entry struct {
-	h     Handler
-	slots chan struct{}
+	h       Handler
+	slots   chan struct{}
+	waiting atomic.Int64
 
 	calls, errors   atomic.Uint64
 	total, maxNanos atomic.Int64
@@ -101,6 +106,7 @@ func (e *entry) stats() HandlerStats {
 		Calls:        e.calls.Load(),
 		Errors:       e.errors.Load(),
 		Running:      len(e.slots),
+		Waiting:      int(e.waiting.Load()),
 		TotalSeconds: time.Duration(e.total.Load()).Seconds(),
 		MaxSeconds:   time.Duration(e.maxNanos.Load()).Seconds(),
 	}
@@ -115,6 +121,9 @@ func (m *Mailbox) NewNode(hostname string, opts NodeOptions) *Node {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.Backlog <= 0 {
+		opts.Backlog = DefaultBacklog
 	}
 	if opts.HandlerTimeout <= 0 {
 		opts.HandlerTimeout = DefaultHandlerTimeout
@@ -206,38 +215,24 @@ func (n *Node) Serve(ctx context.Context) error {
 	if !n.serving.CompareAndSwap(false, true) {
 		return fmt.Errorf("pidbox: node %s is already serving or has served", n.hostname)
 	}
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
 	b := transport.Binding{Exchange: n.mb.exchange, Queue: n.Queue()}
-	sub, err := n.mb.tr.Subscribe(ctx, b)
+	sub, err := n.mb.tr.Subscribe(ctx, b, func(msg []byte) { n.handle(handlerCtx, msg) })
 	if err != nil {
 		return fmt.Errorf("pidbox: node %s: bind %s: %w", n.hostname, b.Queue, err)
 	}
-	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHandlers()
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	go func() {
-		select {
-		case <-n.stop:
-			stopReading()
-		case <-readCtx.Done():
-		}
-	}()
 	close(n.ready)
 	n.log.Info("pidbox: node listening", "node", n.hostname, "exchange", b.Exchange.Name, "type", string(b.Exchange.Kind))
 
 	var failed error
-	for {
-		msg, err := sub.Receive(readCtx)
-		if err != nil {
-			if readCtx.Err() == nil {
-				failed = fmt.Errorf("pidbox: node %s: %w", n.hostname, err)
-				n.log.Error("pidbox: node subscription ended", "node", n.hostname, "err", err)
-			}
-			break
-		}
-		n.handle(handlerCtx, msg)
+	select {
+	case <-ctx.Done():
+	case <-n.stop:
+	case <-sub.Done():
+		failed = fmt.Errorf("pidbox: node %s: %w", n.hostname, transport.ErrClosed)
+		n.log.Error("pidbox: node subscription ended", "node", n.hostname, "err", failed)
 	}
-	stopReading()
 	closeErr := sub.Close()
 	if !waitTimeout(&n.inflight, n.opts.ShutdownGrace) {
 		n.log.Warn("pidbox: handlers still running after the shutdown grace; cancelling them", "node", n.hostname, "grace", n.opts.ShutdownGrace)
@@ -333,12 +328,41 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 	}
 	select {
 	case e.slots <- struct{}{}:
+		n.inflight.Add(1)
+		go n.run(ctx, e, req, codec, env.Headers)
+		return
 	default:
-		n.drop(&n.rejected, "pidbox: command refused: its handler is at its concurrency limit", "method", req.Method, "limit", cap(e.slots))
+	}
+	if e.waiting.Add(1) > int64(n.opts.Backlog) {
+		e.waiting.Add(-1)
+		n.drop(&n.rejected, "pidbox: command refused: its handler is at its concurrency limit with a full backlog",
+			"method", req.Method, "concurrency", cap(e.slots), "backlog", n.opts.Backlog)
 		return
 	}
 	n.inflight.Add(1)
-	go n.run(ctx, e, req, codec, env.Headers)
+	go n.wait(ctx, e, req, codec, env.Headers)
+}
+
+// wait holds a request until its handler has a free slot, or drops it
+// when its deadline passes first.
+func (n *Node) wait(ctx context.Context, e *entry, req *wire.Request, codec wire.Codec, h wire.Headers) {
+	defer e.waiting.Add(-1)
+	deadline := time.Now().Add(n.opts.HandlerTimeout)
+	if exp, ok := h.Deadline(); ok && exp.Before(deadline) {
+		deadline = exp
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case e.slots <- struct{}{}:
+		n.run(ctx, e, req, codec, h)
+	case <-t.C:
+		n.expired.Add(1)
+		n.warn("pidbox: command dropped: it expired waiting for its handler", "method", req.Method)
+		n.inflight.Done()
+	case <-ctx.Done():
+		n.inflight.Done()
+	}
 }
 
 // targeted reports whether a request addresses this node, by Kombu's

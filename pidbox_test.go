@@ -276,7 +276,7 @@ func TestHandlerTimeout(t *testing.T) {
 
 func TestSlowHandlerDoesNotBlockOthers(t *testing.T) {
 	f := newFleet(t, pidbox.Options{})
-	n := f.node("w", pidbox.NodeOptions{Concurrency: 2})
+	n := f.node("w", pidbox.NodeOptions{Concurrency: 2, Backlog: 1})
 	release := make(chan struct{})
 	var started atomic.Int32
 	n.RegisterFunc("slow", func(ctx context.Context, _ *pidbox.Request) (any, error) {
@@ -288,7 +288,7 @@ func TestSlowHandlerDoesNotBlockOthers(t *testing.T) {
 		return "ok", nil
 	})
 	f.start(n)
-	for range 4 { // two run, two are refused
+	for range 4 { // two run, one waits, one is refused
 		require.NoError(t, f.ctl.Cast(context.Background(), "slow", nil))
 	}
 	require.Eventually(t, func() bool { return started.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
@@ -297,8 +297,9 @@ func TestSlowHandlerDoesNotBlockOthers(t *testing.T) {
 	require.Len(t, rs, 1, "ping answers while slow holds its slots")
 	st := n.Stats()
 	assert.Equal(t, 2, st.Handlers["slow"].Running)
-	assert.Equal(t, uint64(2), st.Rejected)
+	assert.Equal(t, uint64(1), st.Rejected)
 	close(release)
+	require.Eventually(t, func() bool { return started.Load() == 3 }, 5*time.Second, 5*time.Millisecond, "the waiting one runs once a slot frees")
 }
 
 func TestExpiredRequestDropped(t *testing.T) {
