@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
-
 )
 
 // Delivery modes, as in AMQP and Kombu's properties.
