@@ -3,7 +3,6 @@ package wire
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -133,27 +132,6 @@ func Encode(e *Envelope) []byte {
 	return AppendEncode(make([]byte, 0, 320+base64.StdEncoding.EncodedLen(len(e.Body))), e)
 }
 
-type rawEnvelope struct {
-	Body            *string `json:"body"`
-	ContentType     string  `json:"content-type"`
-	ContentEncoding string  `json:"content-encoding"`
-	Headers         struct {
-		Clock   json.RawMessage `json:"clock"`
-		Expires json.RawMessage `json:"expires"`
-		Ticket  string          `json:"ticket"`
-	} `json:"headers"`
-	Properties struct {
-		BodyEncoding string          `json:"body_encoding"`
-		DeliveryMode json.RawMessage `json:"delivery_mode"`
-		DeliveryTag  string          `json:"delivery_tag"`
-		Priority     json.RawMessage `json:"priority"`
-		DeliveryInfo struct {
-			Exchange   string `json:"exchange"`
-			RoutingKey string `json:"routing_key"`
-		} `json:"delivery_info"`
-	} `json:"properties"`
-}
-
 // Decode parses one envelope. A limit above 0 refuses envelopes longer
 // than limit bytes before any parsing. Errors wrap ErrTooLarge,
 // ErrMalformed or ErrUnsupported.
@@ -161,64 +139,10 @@ func Decode(data []byte, limit int) (*Envelope, error) {
 	if limit > 0 && len(data) > limit {
 		return nil, fmt.Errorf("%w: envelope of %d bytes is above the %d-byte limit", ErrTooLarge, len(data), limit)
 	}
-	var raw rawEnvelope
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("%w: envelope is not a JSON object: %v", ErrMalformed, truncErr(err))
-	}
-	e := &Envelope{
-		ContentType:     raw.ContentType,
-		ContentEncoding: raw.ContentEncoding,
-		Headers:         Headers{Ticket: raw.Headers.Ticket},
-		Properties: Properties{
-			Exchange:    raw.Properties.DeliveryInfo.Exchange,
-			RoutingKey:  raw.Properties.DeliveryInfo.RoutingKey,
-			DeliveryTag: raw.Properties.DeliveryTag,
-		},
-	}
-	var err error
-	if e.Headers.Clock, err = clockValue(raw.Headers.Clock); err != nil {
-		return nil, err
-	}
-	if n := number(raw.Headers.Expires); n != "" {
-		x, err := strconv.ParseFloat(n, 64)
-		if err != nil || math.IsNaN(x) {
-			return nil, fmt.Errorf("%w: header expires=%.40q is not a number", ErrMalformed, n)
-		}
-		e.Headers.Expires = x
-	}
-	if e.Properties.DeliveryMode, err = smallInt("delivery_mode", raw.Properties.DeliveryMode); err != nil {
-		return nil, err
-	}
-	if e.Properties.Priority, err = smallInt("priority", raw.Properties.Priority); err != nil {
-		return nil, err
-	}
-	if raw.Body == nil {
-		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
-	}
-	switch raw.Properties.BodyEncoding {
-	case "base64":
-		e.Body, err = base64.StdEncoding.DecodeString(*raw.Body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: body is not valid base64: %v", ErrMalformed, err)
-		}
-	case "":
-		e.Body = []byte(*raw.Body)
-	default:
-		return nil, fmt.Errorf("%w: body_encoding %q", ErrUnsupported, raw.Properties.BodyEncoding)
-	}
-	return e, nil
+	return decodeEnvelope(data)
 }
 
-// number returns a JSON value's text, or "" for an absent or null value.
-func number(v json.RawMessage) string {
-	if len(v) == 0 || string(v) == "null" {
-		return ""
-	}
-	return string(v)
-}
-
-func clockValue(v json.RawMessage) (uint64, error) {
-	n := number(v)
+func clockValue(n string) (uint64, error) {
 	if n == "" {
 		return 0, nil
 	}
@@ -233,8 +157,18 @@ func clockValue(v json.RawMessage) (uint64, error) {
 	return uint64(f), nil
 }
 
-func smallInt(name string, raw json.RawMessage) (int, error) {
-	n := number(raw)
+func expiresValue(n string) (float64, error) {
+	if n == "" {
+		return 0, nil
+	}
+	x, err := strconv.ParseFloat(n, 64)
+	if err != nil || math.IsNaN(x) {
+		return 0, fmt.Errorf("%w: header expires=%.40q is not a number", ErrMalformed, n)
+	}
+	return x, nil
+}
+
+func smallInt(name string, n string) (int, error) {
 	if n == "" {
 		return 0, nil
 	}

@@ -10,16 +10,27 @@ import (
 // Seed corpora live in testdata/fuzz/<Target>; CI runs each target briefly
 // (see scripts/test), and `go test -fuzz=<Target> ./wire` runs it longer.
 
-// FuzzDecode: any bytes either fail to decode with an error, or decode to
-// an envelope that survives re-encoding unchanged.
+// FuzzDecode: the fast decoder agrees with the encoding/json reference on
+// every input, and what decodes survives re-encoding unchanged.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(kombuRequest))
 	f.Add(wire.Encode(&wire.Envelope{Body: []byte{0, 1, 2}, ContentType: "application/x-msgpack", Headers: wire.Headers{Clock: 9, Ticket: "t"}}))
 	f.Add([]byte(`{"body": "", "headers": {"clock": 1e300}}`))
+	for _, in := range trickyEnvelopes {
+		f.Add([]byte(in))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e, err := wire.Decode(data, 1<<20)
+		e, err := wire.Decode(data, 0)
+		ref, refErr := wire.ReferenceDecode(data)
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("decoders disagree on %q: fast %v, reference %v", data, err, refErr)
+		}
 		if err != nil {
 			return
+		}
+		if !bytes.Equal(e.Body, ref.Body) || e.ContentType != ref.ContentType || e.ContentEncoding != ref.ContentEncoding ||
+			e.Headers != ref.Headers || e.Properties != ref.Properties {
+			t.Fatalf("decoders disagree on %q:\nfast      %+v\nreference %+v", data, e, ref)
 		}
 		again, err := wire.Decode(wire.Encode(e), 0)
 		if err != nil {

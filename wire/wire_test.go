@@ -237,3 +237,55 @@ func TestReplies(t *testing.T) {
 		})
 	}
 }
+
+// trickyEnvelopes are inputs where a hand-written JSON decoder is easy to
+// get wrong. They also seed FuzzDecode.
+var trickyEnvelopes = []string{
+	kombuRequest,
+	`{"BODY": "e30=", "Properties": {"BODY_ENCODING": "base64"}}`,
+	`{"body": "e30=", "properties": {"body_encoding": "base64"}, "body": null}`,
+	`{"body": "x", "body": "e30=", "properties": {"body_encoding": "base64"}}`,
+	`{"body": "\u0065\u0033\u0030\u003d", "properties": {"body_encoding": "base64"}}`,
+	`{"body": "e3\n0=", "properties": {"body_encoding": "base64"}}`,
+	`{"body": "ab\ud83d\ude00\ud800x\udc00", "headers": {"ticket": "\ud83d"}}`,
+	"{\"body\": \"\xff\xfe\", \"headers\": {\"ticket\": \"a\xc3\"}}",
+	"{\"body\": \"\", \"headers\": {\"cloc\u212a\": 5, \"tic\u212aet\": \"k\"}}",
+	"{\"body\": \"\", \"\u017fomething\": 1, \"headers\": {\"expire\u017f\": 2.5}}",
+	`{"body": "", "x": [1, {"y": [true, false, null, "s", -0.5e+3]}], "headers": {"z": {}}}`,
+	`{"body": "", "headers": null, "properties": null}`,
+	`{"body": "", "headers": {"clock": 1}, "headers": {"ticket": "t"}}`,
+	`{"body": "", "headers": {"clock": "1"}}`,
+	`{"body": "", "headers": {"clock": -0}}`,
+	`{"body": "", "headers": {"clock": 1.5}}`,
+	`{"body": "", "headers": {"expires": 1e400}}`,
+	`{"body": "", "properties": {"delivery_info": null, "priority": null}}`,
+	`{"body": "", "properties": {"delivery_info": []}}`,
+	`{"body": 5}`,
+	`{"body": ""} x`,
+	`{"body": ""}   `,
+	`{"body": "",}`,
+	`{"body" "x"}`,
+	`{"body": "\x"}`,
+	"{\"body\": \"a\tb\"}",
+	`{"body": "", "n": 01}`,
+	`{"body": "", "n": 1.}`,
+	`{"body": "", "n": tru}`,
+	`null`,
+	`[]`,
+	``,
+	`{`,
+	`{"body": "", "deep": ` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`,
+}
+
+// The fast decoder agrees with the encoding/json reference on each tricky
+// input.
+func TestDecodeAgreesWithReference(t *testing.T) {
+	for _, in := range trickyEnvelopes {
+		e, err := wire.Decode([]byte(in), 0)
+		ref, refErr := wire.ReferenceDecode([]byte(in))
+		require.Equal(t, refErr == nil, err == nil, "%q: fast %v, reference %v", in, err, refErr)
+		if err == nil {
+			assert.Equal(t, ref, e, "%q", in)
+		}
+	}
+}

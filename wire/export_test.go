@@ -1,0 +1,83 @@
+package wire
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+)
+
+// ReferenceDecode is the envelope decoder written with encoding/json, the
+// yardstick the fast decoder is fuzzed against.
+var ReferenceDecode = referenceDecode
+
+type rawEnvelope struct {
+	Body            *string `json:"body"`
+	ContentType     string  `json:"content-type"`
+	ContentEncoding string  `json:"content-encoding"`
+	Headers         struct {
+		Clock   json.RawMessage `json:"clock"`
+		Expires json.RawMessage `json:"expires"`
+		Ticket  string          `json:"ticket"`
+	} `json:"headers"`
+	Properties struct {
+		BodyEncoding string          `json:"body_encoding"`
+		DeliveryMode json.RawMessage `json:"delivery_mode"`
+		DeliveryTag  string          `json:"delivery_tag"`
+		Priority     json.RawMessage `json:"priority"`
+		DeliveryInfo struct {
+			Exchange   string `json:"exchange"`
+			RoutingKey string `json:"routing_key"`
+		} `json:"delivery_info"`
+	} `json:"properties"`
+}
+
+func rawText(v json.RawMessage) string {
+	if string(v) == "null" {
+		return ""
+	}
+	return string(v)
+}
+
+func referenceDecode(data []byte) (*Envelope, error) {
+	var raw rawEnvelope
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	e := &Envelope{
+		ContentType:     raw.ContentType,
+		ContentEncoding: raw.ContentEncoding,
+		Headers:         Headers{Ticket: raw.Headers.Ticket},
+		Properties: Properties{
+			Exchange:    raw.Properties.DeliveryInfo.Exchange,
+			RoutingKey:  raw.Properties.DeliveryInfo.RoutingKey,
+			DeliveryTag: raw.Properties.DeliveryTag,
+		},
+	}
+	var err error
+	if e.Headers.Clock, err = clockValue(rawText(raw.Headers.Clock)); err != nil {
+		return nil, err
+	}
+	if e.Headers.Expires, err = expiresValue(rawText(raw.Headers.Expires)); err != nil {
+		return nil, err
+	}
+	if e.Properties.DeliveryMode, err = smallInt("delivery_mode", rawText(raw.Properties.DeliveryMode)); err != nil {
+		return nil, err
+	}
+	if e.Properties.Priority, err = smallInt("priority", rawText(raw.Properties.Priority)); err != nil {
+		return nil, err
+	}
+	if raw.Body == nil {
+		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+	}
+	switch raw.Properties.BodyEncoding {
+	case "base64":
+		if e.Body, err = base64.StdEncoding.DecodeString(*raw.Body); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	case "":
+		e.Body = []byte(*raw.Body)
+	default:
+		return nil, fmt.Errorf("%w: body_encoding %q", ErrUnsupported, raw.Properties.BodyEncoding)
+	}
+	return e, nil
+}

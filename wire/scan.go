@@ -1,0 +1,454 @@
+package wire
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// A hand-written decoder for the one JSON shape Kombu envelopes have. It
+// accepts exactly what encoding/json would for the same target struct —
+// including case-insensitive keys, unknown keys, null for absent values,
+// and U+FFFD for invalid UTF-8 — and the wire fuzz test holds it to that,
+// against an encoding/json reference. It allocates only the decoded body
+// and the strings it keeps.
+
+type scanner struct {
+	data []byte
+	i    int
+}
+
+func (s *scanner) errorf(format string, args ...any) error {
+	return fmt.Errorf("%w: envelope is not a JSON object of the expected shape: %s at byte %d", ErrMalformed, fmt.Sprintf(format, args...), s.i)
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next non-space byte, or 0 at the end.
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i < len(s.data) {
+		return s.data[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) expect(c byte) error {
+	if s.peek() != c {
+		return s.errorf("want %q", c)
+	}
+	s.i++
+	return nil
+}
+
+// null consumes a null if one is next.
+func (s *scanner) null() bool {
+	if s.peek() == 'n' && len(s.data)-s.i >= 4 && string(s.data[s.i:s.i+4]) == "null" {
+		s.i += 4
+		return true
+	}
+	return false
+}
+
+// object calls field for every key of an object; field must consume the
+// value. A null object calls nothing.
+func (s *scanner) object(field func(key []byte) error) error {
+	if s.null() {
+		return nil
+	}
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		if s.peek() != '"' {
+			return s.errorf("want a key")
+		}
+		key, err := s.rawString()
+		if err != nil {
+			return err
+		}
+		if err := s.expect(':'); err != nil {
+			return err
+		}
+		s.ws()
+		if err := field(key); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.errorf("want , or }")
+		}
+	}
+}
+
+// rawString consumes a string and returns its contents unescaped: a slice
+// of the input when it holds no escapes and is valid UTF-8.
+func (s *scanner) rawString() ([]byte, error) {
+	if err := s.expect('"'); err != nil {
+		return nil, err
+	}
+	start := s.i
+	simple := true
+	for s.i < len(s.data) {
+		c := s.data[s.i]
+		switch {
+		case c == '"':
+			raw := s.data[start:s.i]
+			s.i++
+			if simple {
+				return raw, nil
+			}
+			return unquote(raw)
+		case c == '\\':
+			simple = false
+			s.i += 2
+		case c < 0x20:
+			return nil, s.errorf("control character in string")
+		case c >= utf8.RuneSelf:
+			simple = false
+			s.i++
+		default:
+			s.i++
+		}
+	}
+	return nil, s.errorf("unterminated string")
+}
+
+// str consumes a string or null.
+func (s *scanner) str() (string, error) {
+	if s.null() {
+		return "", nil
+	}
+	if s.peek() != '"' {
+		return "", s.errorf("want a string")
+	}
+	b, err := s.rawString()
+	return string(b), err
+}
+
+// value consumes any JSON value and returns its text, or "" for null.
+func (s *scanner) value() (string, error) {
+	start := s.i
+	if err := s.skip(0); err != nil {
+		return "", err
+	}
+	v := string(s.data[start:s.i])
+	if v == "null" {
+		return "", nil
+	}
+	return v, nil
+}
+
+const maxDepth = 10000 // as encoding/json
+
+// skip consumes and validates any JSON value.
+func (s *scanner) skip(depth int) error {
+	if depth > maxDepth {
+		return s.errorf("nested too deeply")
+	}
+	switch c := s.peek(); {
+	case c == '{':
+		return s.object(func([]byte) error { return s.skip(depth + 1) })
+	case c == '[':
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			if err := s.skip(depth + 1); err != nil {
+				return err
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case ']':
+				s.i++
+				return nil
+			default:
+				return s.errorf("want , or ]")
+			}
+		}
+	case c == '"':
+		_, err := s.rawString()
+		return err
+	case c == 't' || c == 'f' || c == 'n':
+		for _, lit := range []string{"true", "false", "null"} {
+			if len(s.data)-s.i >= len(lit) && string(s.data[s.i:s.i+len(lit)]) == lit {
+				s.i += len(lit)
+				return nil
+			}
+		}
+		return s.errorf("bad literal")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return s.number()
+	default:
+		return s.errorf("want a value")
+	}
+}
+
+// number consumes a number with JSON's grammar.
+func (s *scanner) number() error {
+	d := s.data
+	if s.i < len(d) && d[s.i] == '-' {
+		s.i++
+	}
+	switch {
+	case s.i < len(d) && d[s.i] == '0':
+		s.i++
+	case s.i < len(d) && d[s.i] >= '1' && d[s.i] <= '9':
+		for s.i < len(d) && d[s.i] >= '0' && d[s.i] <= '9' {
+			s.i++
+		}
+	default:
+		return s.errorf("bad number")
+	}
+	if s.i < len(d) && d[s.i] == '.' {
+		s.i++
+		if s.i >= len(d) || d[s.i] < '0' || d[s.i] > '9' {
+			return s.errorf("bad number")
+		}
+		for s.i < len(d) && d[s.i] >= '0' && d[s.i] <= '9' {
+			s.i++
+		}
+	}
+	if s.i < len(d) && (d[s.i] == 'e' || d[s.i] == 'E') {
+		s.i++
+		if s.i < len(d) && (d[s.i] == '+' || d[s.i] == '-') {
+			s.i++
+		}
+		if s.i >= len(d) || d[s.i] < '0' || d[s.i] > '9' {
+			return s.errorf("bad number")
+		}
+		for s.i < len(d) && d[s.i] >= '0' && d[s.i] <= '9' {
+			s.i++
+		}
+	}
+	return nil
+}
+
+// unquote resolves escapes and replaces invalid UTF-8 with U+FFFD, as
+// encoding/json does.
+func unquote(raw []byte) ([]byte, error) {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(raw) {
+				return nil, fmt.Errorf("%w: bad escape in string", ErrMalformed)
+			}
+			switch e := raw[i+1]; e {
+			case '"', '\\', '/':
+				out = append(out, e)
+			case 'b':
+				out = append(out, '\b')
+			case 'f':
+				out = append(out, '\f')
+			case 'n':
+				out = append(out, '\n')
+			case 'r':
+				out = append(out, '\r')
+			case 't':
+				out = append(out, '\t')
+			case 'u':
+				r, ok := hex4(raw[i+2:])
+				if !ok {
+					return nil, fmt.Errorf("%w: bad \\u escape in string", ErrMalformed)
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					if r2, ok := hex4(raw[min(i+2, len(raw)):]); ok && i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+						if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+							out = utf8.AppendRune(out, dec)
+							i += 6
+							continue
+						}
+					}
+					r = utf8.RuneError
+				}
+				out = utf8.AppendRune(out, r)
+				continue
+			default:
+				return nil, fmt.Errorf("%w: bad escape in string", ErrMalformed)
+			}
+			i += 2
+		case c < utf8.RuneSelf:
+			out = append(out, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(raw[i:])
+			if r == utf8.RuneError && size == 1 {
+				out = append(out, "\uFFFD"...)
+			} else {
+				out = append(out, raw[i:i+size]...)
+			}
+			i += size
+		}
+	}
+	return out, nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// key reports whether a JSON key names field, case-insensitively as
+// encoding/json matches struct fields.
+func key(k []byte, field string) bool { return strings.EqualFold(string(k), field) }
+
+// decodeEnvelope parses an envelope without reflection.
+func decodeEnvelope(data []byte) (*Envelope, error) {
+	s := &scanner{data: data}
+	e := &Envelope{}
+	var body []byte
+	hasBody := false
+	var clock, expires, mode, prio, bodyEnc string
+	var err error
+	if s.peek() == 'n' && s.null() {
+		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+	}
+	if s.peek() != '{' {
+		return nil, s.errorf("not a JSON object")
+	}
+	err = s.object(func(k []byte) error {
+		var err error
+		switch {
+		case key(k, "body"):
+			if s.null() {
+				body, hasBody = nil, false
+				return nil
+			}
+			if s.peek() != '"' {
+				return s.errorf("body is not a string")
+			}
+			body, err = s.rawString()
+			hasBody = true
+		case key(k, "content-type"):
+			e.ContentType, err = s.str()
+		case key(k, "content-encoding"):
+			e.ContentEncoding, err = s.str()
+		case key(k, "headers"):
+			err = s.object(func(k []byte) error {
+				var err error
+				switch {
+				case key(k, "clock"):
+					clock, err = s.value()
+				case key(k, "expires"):
+					expires, err = s.value()
+				case key(k, "ticket"):
+					e.Headers.Ticket, err = s.str()
+				default:
+					err = s.skip(1)
+				}
+				return err
+			})
+		case key(k, "properties"):
+			err = s.object(func(k []byte) error {
+				var err error
+				switch {
+				case key(k, "body_encoding"):
+					bodyEnc, err = s.str()
+				case key(k, "delivery_mode"):
+					mode, err = s.value()
+				case key(k, "delivery_tag"):
+					e.Properties.DeliveryTag, err = s.str()
+				case key(k, "priority"):
+					prio, err = s.value()
+				case key(k, "delivery_info"):
+					err = s.object(func(k []byte) error {
+						var err error
+						switch {
+						case key(k, "exchange"):
+							e.Properties.Exchange, err = s.str()
+						case key(k, "routing_key"):
+							e.Properties.RoutingKey, err = s.str()
+						default:
+							err = s.skip(2)
+						}
+						return err
+					})
+				default:
+					err = s.skip(1)
+				}
+				return err
+			})
+		default:
+			err = s.skip(0)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.ws(); s.i != len(s.data) {
+		return nil, s.errorf("data after the envelope")
+	}
+	if e.Headers.Clock, err = clockValue(clock); err != nil {
+		return nil, err
+	}
+	if e.Headers.Expires, err = expiresValue(expires); err != nil {
+		return nil, err
+	}
+	if e.Properties.DeliveryMode, err = smallInt("delivery_mode", mode); err != nil {
+		return nil, err
+	}
+	if e.Properties.Priority, err = smallInt("priority", prio); err != nil {
+		return nil, err
+	}
+	if !hasBody {
+		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+	}
+	switch bodyEnc {
+	case "base64":
+		e.Body = make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+		n, err := base64.StdEncoding.Decode(e.Body, body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: body is not valid base64: %v", ErrMalformed, err)
+		}
+		e.Body = e.Body[:n]
+	case "":
+		e.Body = make([]byte, len(body))
+		copy(e.Body, body)
+	default:
+		return nil, fmt.Errorf("%w: body_encoding %q", ErrUnsupported, bodyEnc)
+	}
+	return e, nil
+}
