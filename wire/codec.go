@@ -71,8 +71,13 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Unmarshal implements Codec.
+// Unmarshal implements Codec. It first checks the value's declared
+// lengths and nesting against the data, so hostile input cannot make it
+// allocate much more than its own size.
 func (Msgpack) Unmarshal(data []byte, v any) error {
+	if err := checkMsgpack(data); err != nil {
+		return err
+	}
 	dec := msgpack.GetDecoder()
 	defer msgpack.PutDecoder(dec)
 	rd := bytes.NewReader(data)

@@ -81,3 +81,37 @@ func referenceDecode(data []byte) (*Envelope, error) {
 	}
 	return e, nil
 }
+
+// ReferenceDecodeRequestJSON and ReferenceDecodeReplyJSON decode json
+// payloads with encoding/json, the yardstick for the fast decoders.
+func ReferenceDecodeRequestJSON(data []byte) (*Request, error) {
+	var r Request
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func ReferenceDecodeReplyJSON(data []byte) (string, Raw, error) {
+	var m map[string]Raw
+	if err := json.Unmarshal(data, &m); err != nil {
+		return "", nil, err
+	}
+	if len(m) != 1 {
+		return "", nil, fmt.Errorf("%d nodes", len(m))
+	}
+	for k, v := range m {
+		return k, v, nil
+	}
+	return "", nil, nil
+}
+
+// DecodeRequestJSON is the fast decoder alone, without DecodeRequest's
+// checks.
+func DecodeRequestJSON(data []byte) (*Request, error) {
+	var r Request
+	if err := decodeRequestJSON(data, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/gopidbox/pidbox/wire"
@@ -51,10 +52,22 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	f.Add(false, []byte(`{"method": "x", "destination": "not a list"}`))
 	f.Add(true, []byte{0x81, 0xa6, 'm', 'e', 't', 'h', 'o', 'd', 0xc0})
+	for _, in := range trickyRequests {
+		f.Add(false, []byte(in))
+	}
 	f.Fuzz(func(t *testing.T, msgpack bool, data []byte) {
 		var c wire.Codec = wire.JSON{}
 		if msgpack {
 			c = wire.Msgpack{}
+		} else {
+			fast, err := wire.DecodeRequestJSON(data)
+			ref, refErr := wire.ReferenceDecodeRequestJSON(data)
+			if (err == nil) != (refErr == nil) {
+				t.Fatalf("request decoders disagree on %q: fast %v, reference %v", data, err, refErr)
+			}
+			if err == nil && !reflect.DeepEqual(fast, ref) {
+				t.Fatalf("request decoders disagree on %q:\nfast      %#v\nreference %#v", data, fast, ref)
+			}
 		}
 		r, err := wire.DecodeRequest(c, data)
 		if err != nil {
@@ -82,12 +95,21 @@ func FuzzDecodeReply(f *testing.F) {
 		b, _ := wire.EncodeReply(c, "w@h", wire.ErrorValue{Error: "x"})
 		f.Add(c.Name() == "msgpack", b)
 	}
+	for _, in := range trickyReplies {
+		f.Add(false, []byte(in))
+	}
 	f.Fuzz(func(t *testing.T, msgpack bool, data []byte) {
 		var c wire.Codec = wire.JSON{}
 		if msgpack {
 			c = wire.Msgpack{}
 		}
 		node, value, err := wire.DecodeReply(c, data)
+		if !msgpack {
+			refNode, refValue, refErr := wire.ReferenceDecodeReplyJSON(data)
+			if (err == nil) != (refErr == nil) || node != refNode || !bytes.Equal(value, refValue) {
+				t.Fatalf("reply decoders disagree on %q: fast %q %q %v, reference %q %q %v", data, node, value, err, refNode, refValue, refErr)
+			}
+		}
 		if err != nil {
 			return
 		}

@@ -87,7 +87,13 @@ func EncodeRequest(c Codec, r *Request) ([]byte, error) {
 // ErrMalformed.
 func DecodeRequest(c Codec, data []byte) (*Request, error) {
 	var r Request
-	if err := c.Unmarshal(data, &r); err != nil {
+	var err error
+	if _, ok := c.(JSON); ok {
+		err = decodeRequestJSON(data, &r)
+	} else {
+		err = c.Unmarshal(data, &r)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: request is not a %s object of the expected shape: %v", ErrMalformed, c.Name(), truncErr(err))
 	}
 	if r.Method == "" {
@@ -107,20 +113,30 @@ type ErrorValue struct {
 
 // EncodeReply serializes the reply payload {node: value}.
 func EncodeReply(c Codec, node string, value any) ([]byte, error) {
+	if _, ok := c.(JSON); ok {
+		return encodeReplyJSON(node, value)
+	}
 	return c.Marshal(map[string]any{node: value})
 }
 
 // DecodeReply parses a reply payload {node: value}, which must hold
 // exactly one node.
 func DecodeReply(c Codec, data []byte) (node string, value Raw, err error) {
-	var m map[string]Raw
-	if err := c.Unmarshal(data, &m); err != nil {
+	n := 0
+	if _, ok := c.(JSON); ok {
+		node, value, n, err = decodeReplyJSON(data)
+	} else {
+		var m map[string]Raw
+		err = c.Unmarshal(data, &m)
+		n = len(m)
+		for node, value = range m {
+		}
+	}
+	if err != nil {
 		return "", nil, fmt.Errorf("%w: reply is not a %s object: %v", ErrMalformed, c.Name(), truncErr(err))
 	}
-	if len(m) != 1 {
-		return "", nil, fmt.Errorf("%w: reply holds %d nodes, want 1", ErrMalformed, len(m))
-	}
-	for node, value = range m {
+	if n != 1 {
+		return "", nil, fmt.Errorf("%w: reply holds %d nodes, want 1", ErrMalformed, n)
 	}
 	return node, value, nil
 }

@@ -289,3 +289,57 @@ func TestDecodeAgreesWithReference(t *testing.T) {
 		}
 	}
 }
+
+// trickyRequests and trickyReplies seed the payload fuzz targets and are
+// checked against the encoding/json reference in every test run.
+var trickyRequests = []string{
+	`{"method": "ping", "arguments": {}, "destination": null, "pattern": null, "matcher": null}`,
+	`{"METHOD": "ping", "Arguments": { "a" : [1, {"b": null}] }, "Destination": ["a", null, "b"]}`,
+	`{"method": "ping", "arguments": null}`,
+	`{"method": "ping", "arguments": "str"}`,
+	`{"method": "ping", "destination": []}`,
+	`{"method": "ping", "destination": ["a"], "destination": null}`,
+	`{"method": "ping", "destination": "a"}`,
+	`{"method": "ping", "destination": [1]}`,
+	`{"method": "ping", "ticket": "t", "reply_to": {"exchange": "x", "Routing_Key": "k", "extra": [1]}}`,
+	`{"method": "ping", "reply_to": {"exchange": "x"}, "reply_to": {"routing_key": "k"}}`,
+	`{"method": "ping", "reply_to": {"exchange": "x"}, "reply_to": null}`,
+	`{"method": "ping", "reply_to": []}`,
+	`{"method": "p\u0069ng", "pattern": "w\ud800*"}`,
+	"{\"method\": \"ping\", \"tic\u212aet\": \"t\"}",
+	`{"method": 5}`,
+	`{"method": "ping"} {}`,
+	`null`,
+	`[]`,
+}
+
+var trickyReplies = []string{
+	`{"w@h": {"ok": "pong"}}`,
+	`{"w@h": 1, "w@h": 2}`,
+	`{"a": 1, "b": 2}`,
+	`{"a": 1, "b": 2, "a": 3}`,
+	`{"W@H": 1, "w@h": 2}`,
+	`{"w\u0040h": null}`,
+	`{}`,
+	`null`,
+	`{"w@h": {"error": "KeyError('x')"}}`,
+	`{"w@h": [1, 2]} x`,
+}
+
+func TestPayloadDecodersAgreeWithReference(t *testing.T) {
+	for _, in := range trickyRequests {
+		fast, err := wire.DecodeRequestJSON([]byte(in))
+		ref, refErr := wire.ReferenceDecodeRequestJSON([]byte(in))
+		require.Equal(t, refErr == nil, err == nil, "%q: fast %v, reference %v", in, err, refErr)
+		if err == nil {
+			assert.Equal(t, ref, fast, "%q", in)
+		}
+	}
+	for _, in := range trickyReplies {
+		node, value, err := wire.DecodeReply(wire.JSON{}, []byte(in))
+		refNode, refValue, refErr := wire.ReferenceDecodeReplyJSON([]byte(in))
+		require.Equal(t, refErr == nil, err == nil, "%q: fast %v, reference %v", in, err, refErr)
+		assert.Equal(t, refNode, node, "%q", in)
+		assert.Equal(t, string(refValue), string(value), "%q", in)
+	}
+}

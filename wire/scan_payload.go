@@ -1,0 +1,159 @@
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Hand-written json decoders for the request and reply payloads, held to
+// encoding/json's behaviour by the wire fuzz tests, like decodeEnvelope.
+
+func payloadError(what string, err error) error {
+	return fmt.Errorf("%w: %s is not a json object of the expected shape: %v", ErrMalformed, what, truncErr(err))
+}
+
+// decodeRequestJSON fills r from a json request payload.
+func decodeRequestJSON(data []byte, r *Request) error {
+	s := &scanner{data: data}
+	if s.null() {
+		return s.end()
+	}
+	if s.peek() != '{' {
+		return s.errorf("not an object")
+	}
+	err := s.object(func(k []byte) error {
+		var err error
+		switch {
+		case key(k, "method"):
+			r.Method, err = s.str()
+		case key(k, "arguments"):
+			start := s.i
+			if err = s.skip(0); err == nil {
+				r.Arguments = append(r.Arguments[:0], s.data[start:s.i]...)
+			}
+		case key(k, "destination"):
+			r.Destination, err = s.strings(r.Destination)
+		case key(k, "pattern"):
+			r.Pattern, err = s.str()
+		case key(k, "matcher"):
+			r.Matcher, err = s.str()
+		case key(k, "ticket"):
+			r.Ticket, err = s.str()
+		case key(k, "reply_to"):
+			if s.null() {
+				r.ReplyTo = nil
+				return nil
+			}
+			if s.peek() != '{' {
+				return s.errorf("reply_to is not an object")
+			}
+			if r.ReplyTo == nil {
+				r.ReplyTo = &ReplyTo{}
+			}
+			err = s.object(func(k []byte) error {
+				var err error
+				switch {
+				case key(k, "exchange"):
+					r.ReplyTo.Exchange, err = s.str()
+				case key(k, "routing_key"):
+					r.ReplyTo.RoutingKey, err = s.str()
+				default:
+					err = s.skip(2)
+				}
+				return err
+			})
+		default:
+			err = s.skip(1)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return s.end()
+}
+
+// strings consumes null (nil) or an array of strings and nulls (""),
+// reusing into, as encoding/json does for a []string.
+func (s *scanner) strings(into []string) ([]string, error) {
+	if s.null() {
+		return nil, nil
+	}
+	if s.peek() != '[' {
+		return nil, s.errorf("want a list of strings")
+	}
+	s.i++
+	out := into[:0]
+	if out == nil {
+		out = []string{}
+	}
+	if s.peek() == ']' {
+		s.i++
+		return out, nil
+	}
+	for {
+		v, err := s.str()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return out, nil
+		default:
+			return nil, s.errorf("want , or ]")
+		}
+	}
+}
+
+// end checks that only whitespace follows the value.
+func (s *scanner) end() error {
+	if s.ws(); s.i != len(s.data) {
+		return s.errorf("data after the value")
+	}
+	return nil
+}
+
+// decodeReplyJSON reads a json reply {node: value}; it fails unless the
+// object holds exactly one distinct node.
+func decodeReplyJSON(data []byte) (node string, value Raw, n int, err error) {
+	s := &scanner{data: data}
+	if s.null() {
+		return "", nil, 0, s.end()
+	}
+	if s.peek() != '{' {
+		return "", nil, 0, s.errorf("not an object")
+	}
+	err = s.object(func(k []byte) error {
+		start := s.i
+		if err := s.skip(0); err != nil {
+			return err
+		}
+		if n == 0 || string(k) != node {
+			n++
+		}
+		node, value = string(k), append(Raw(nil), s.data[start:s.i]...)
+		return nil
+	})
+	if err != nil {
+		return "", nil, 0, err
+	}
+	return node, value, n, s.end()
+}
+
+// encodeReplyJSON writes {node: value} without building a map.
+func encodeReplyJSON(node string, value any) ([]byte, error) {
+	v, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(node)+len(v)+8)
+	out = append(out, '{')
+	out = appendString(out, node)
+	out = append(out, ':')
+	out = append(out, v...)
+	return append(out, '}'), nil
+}
