@@ -143,7 +143,30 @@ func (s *scanner) str() (string, error) {
 		return "", s.errorf("want a string")
 	}
 	b, err := s.rawString()
-	return string(b), err
+	return intern(b), err
+}
+
+// intern returns the strings every envelope repeats without allocating.
+func intern(b []byte) string {
+	switch string(b) {
+	case "":
+		return ""
+	case "application/json":
+		return "application/json"
+	case "application/x-msgpack":
+		return "application/x-msgpack"
+	case "utf-8":
+		return "utf-8"
+	case "binary":
+		return "binary"
+	case "base64":
+		return "base64"
+	case "celery.pidbox":
+		return "celery.pidbox"
+	case "reply.celery.pidbox":
+		return "reply.celery.pidbox"
+	}
+	return string(b)
 }
 
 // value consumes any JSON value and returns its text, or "" for null.

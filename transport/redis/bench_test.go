@@ -46,7 +46,7 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
-var benchQuery = "?protocol=2"
+var benchQuery = ""
 
 // BenchmarkGather100 is one broadcast gathering the replies of 100 nodes,
 // each with its own subscription, through a real redis-server.

@@ -85,6 +85,11 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 		}
 		opts.NoFanoutPatterns = !b
 	}
+	if !q.Has("protocol") {
+		// RESP2, as Kombu speaks: RESP3 adds a check for push
+		// notifications to every reply that pidbox has no use for.
+		q.Set("protocol", "2")
+	}
 	switch u.Scheme {
 	case "redis+socket", "socket":
 		u.Scheme = "unix"
