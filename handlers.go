@@ -139,17 +139,24 @@ type HandlerStats struct {
 	MaxSeconds   float64 `json:"max_seconds"`
 }
 
+type builtin struct {
+	h Handler
+	// inline handlers never block, so the node runs them on its reader
+	// rather than in a goroutine of their own.
+	inline bool
+}
+
 // builtins returns the commands every node starts with. Register replaces
 // them and Unregister removes them.
-func builtins() map[string]Handler {
-	return map[string]Handler{
-		"ping": HandlerFunc(func(context.Context, *Request) (any, error) {
+func builtins() map[string]builtin {
+	return map[string]builtin{
+		"ping": {inline: true, h: HandlerFunc(func(context.Context, *Request) (any, error) {
 			return OK{OK: "pong"}, nil
-		}),
-		"clock": HandlerFunc(func(_ context.Context, r *Request) (any, error) {
+		})},
+		"clock": {inline: true, h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			return ClockReply{Clock: r.Node.mb.clock.Value()}, nil
-		}),
-		"hello": HandlerFunc(func(_ context.Context, r *Request) (any, error) {
+		})},
+		"hello": {inline: true, h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			var a HelloArgs
 			if err := r.Decode(&a); err != nil {
 				return nil, err
@@ -158,15 +165,15 @@ func builtins() map[string]Handler {
 				return nil, ErrNoReply // no reply to itself, as Celery
 			}
 			return HelloReply{Revoked: map[string]any{}, Clock: r.Node.mb.clock.Forward()}, nil
-		}),
-		"stats": HandlerFunc(func(_ context.Context, r *Request) (any, error) {
+		})},
+		"stats": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			return r.Node.Stats(), nil
-		}),
-		"shutdown": HandlerFunc(func(_ context.Context, r *Request) (any, error) {
+		})},
+		"shutdown": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			r.Node.log.Warn("pidbox: shutdown requested by a remote command", "node", r.Node.hostname)
 			r.Node.Shutdown()
 			return nil, ErrNoReply // Celery's shutdown does not reply
-		}),
+		})},
 	}
 }
 

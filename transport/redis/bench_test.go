@@ -3,6 +3,8 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	goredis "github.com/redis/go-redis/v9"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +81,45 @@ func BenchmarkGather100(b *testing.B) {
 		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.Limit(n), pidbox.Timeout(5*time.Second))
 		if err != nil || len(rs) != n {
 			b.Fatal(err, len(rs))
+		}
+	}
+}
+
+var floorPushScript = goredis.NewScript(`redis.call('LPUSH', KEYS[1], ARGV[1]) redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1`)
+
+// BenchmarkFloorCall is BenchmarkCall's Redis traffic driven raw with
+// go-redis, with no pidbox code: the floor pidbox is measured against.
+func BenchmarkFloorCall(b *testing.B) {
+	srv := redistest.Start(b)
+	o, _ := goredis.ParseURL(srv.URL(0) + "?protocol=2")
+	node, ctl := goredis.NewClient(o), goredis.NewClient(o)
+	defer node.Close()
+	defer ctl.Close()
+	ctx := context.Background()
+	ps := node.Subscribe(ctx, "/0.floor")
+	if _, err := ps.Receive(ctx); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := ps.ReceiveMessage(ctx)
+			if err != nil {
+				return
+			}
+			_ = floorPushScript.Run(ctx, node, []string{"floor.reply"}, msg.Payload, 60000).Err()
+		}
+	}()
+	defer func() { ps.Close(); <-done }()
+	payload := strings.Repeat("x", 420)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ctl.Publish(ctx, "/0.floor", payload).Err(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ctl.BRPop(ctx, 5*time.Second, "floor.reply").Result(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -236,6 +236,7 @@ func (s *subscription) runList() {
 				return
 			}
 		}
+
 	}
 }
 
