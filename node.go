@@ -333,7 +333,7 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 		n.inflight.Add(1)
 		if e.inline {
 			// No goroutine hand-off: it is a third of a ping's latency.
-			n.run(ctx, e, req, codec, env.Headers)
+			n.runInline(ctx, e, req, codec, env.Headers)
 		} else {
 			go n.run(ctx, e, req, codec, env.Headers)
 		}
@@ -423,6 +423,15 @@ func (n *Node) run(ctx context.Context, e *entry, wr *wire.Request, codec wire.C
 	res := n.call(ctx, e, req)
 	stop()
 	finish(res)
+}
+
+// runInline runs a built-in that cannot block on the reader: no deadline
+// to watch, no goroutine.
+func (n *Node) runInline(ctx context.Context, e *entry, wr *wire.Request, codec wire.Codec, h wire.Headers) {
+	defer n.inflight.Done()
+	defer func() { <-e.slots }()
+	req := &Request{Method: wr.Method, Arguments: wr.Arguments, Ticket: wr.Ticket, Clock: h.Clock, Node: n, codec: codec}
+	n.finish(wr, codec, h, n.call(ctx, e, req))
 }
 
 // finish replies with a handler's result, or logs a failed cast.

@@ -110,6 +110,14 @@ func (s *scanner) rawString() ([]byte, error) {
 	start := s.i
 	simple := true
 	for s.i < len(s.data) {
+		// Most strings (base64 bodies, names) are plain ASCII: skip those
+		// bytes in a tight loop.
+		for s.i < len(s.data) && plain[s.data[s.i]] {
+			s.i++
+		}
+		if s.i >= len(s.data) {
+			break
+		}
 		c := s.data[s.i]
 		switch {
 		case c == '"':
@@ -133,6 +141,15 @@ func (s *scanner) rawString() ([]byte, error) {
 	}
 	return nil, s.errorf("unterminated string")
 }
+
+// plain marks the bytes a JSON string holds as they are: not a quote, a
+// backslash, a control character or part of a multi-byte sequence.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // str consumes a string or null.
 func (s *scanner) str() (string, error) {

@@ -123,3 +123,59 @@ func BenchmarkFloorCall(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFloorGather100 is BenchmarkGather100's Redis traffic driven raw:
+// one PUBLISH, 100 raw subscribers each replying with one script call, and
+// the controller popping the replies with BRPOP then RPOP with a count.
+func BenchmarkFloorGather100(b *testing.B) {
+	srv := redistest.Start(b)
+	o, _ := goredis.ParseURL(srv.URL(0) + "?protocol=2")
+	nodes, ctl := goredis.NewClient(o), goredis.NewClient(o)
+	defer nodes.Close()
+	defer ctl.Close()
+	ctx := context.Background()
+	const n = 100
+	var wg sync.WaitGroup
+	var subs []*goredis.PubSub
+	for range n {
+		ps := nodes.Subscribe(ctx, "/0.floor")
+		if _, err := ps.Receive(ctx); err != nil {
+			b.Fatal(err)
+		}
+		subs = append(subs, ps)
+		wg.Go(func() {
+			for {
+				msg, err := ps.ReceiveMessage(ctx)
+				if err != nil {
+					return
+				}
+				_ = floorPushScript.Run(ctx, nodes, []string{msg.Payload[:40]}, strings.Repeat("r", 380), 60000).Err()
+			}
+		})
+	}
+	defer func() {
+		for _, ps := range subs {
+			ps.Close()
+		}
+		wg.Wait()
+	}()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		key := fmt.Sprintf("floor.reply.%028d", i)
+		if err := ctl.Publish(ctx, "/0.floor", key+strings.Repeat("x", 420)).Err(); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < n; {
+			if _, err := ctl.BRPop(ctx, 5*time.Second, key).Result(); err != nil {
+				b.Fatal(err)
+			}
+			got++
+			if got < n {
+				vals, _ := ctl.RPopCount(ctx, key, n-got).Result()
+				got += len(vals)
+			}
+		}
+	}
+}
