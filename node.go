@@ -22,8 +22,6 @@ const (
 	DefaultBacklog        = 256
 	DefaultHandlerTimeout = 30 * time.Second
 	DefaultShutdownGrace  = 5 * time.Second
-	// replyTimeout bounds publishing one reply.
-	replyTimeout = 5 * time.Second
 )
 
 // NodeOptions configure a Node. The zero value works.
@@ -481,9 +479,8 @@ func (n *Node) reply(wr *wire.Request, codec wire.Codec, h wire.Headers, res res
 		Headers:         wire.Headers{Clock: n.mb.clock.Forward(), Ticket: wr.Ticket, Expires: h.Expires},
 		Properties:      wire.Properties{DeliveryMode: wire.Transient, Exchange: wr.ReplyTo.Exchange, RoutingKey: wr.ReplyTo.RoutingKey},
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-	defer cancel()
-	if err := n.mb.tr.Publish(ctx, n.mb.replyEx, wr.ReplyTo.RoutingKey, msg); err != nil {
+	// No deadline of its own: the transport's timeouts bound a reply.
+	if err := n.mb.tr.Publish(context.Background(), n.mb.replyEx, wr.ReplyTo.RoutingKey, msg); err != nil {
 		n.warn("pidbox: reply not sent", "method", wr.Method, "err", err)
 	}
 }

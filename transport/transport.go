@@ -64,9 +64,10 @@ type Publisher interface {
 }
 
 // Handler receives a subscription's messages, one at a time and in order,
-// on a goroutine of the transport's. It owns msg. It must return quickly,
-// handing slow work to goroutines of its own, and must not call the
-// subscription's Close.
+// on a goroutine of the transport's. msg is valid only until the handler
+// returns and must not be modified: copy what you keep. The handler must
+// return quickly, handing slow work to goroutines of its own, and must not
+// call the subscription's Close.
 type Handler func(msg []byte)
 
 // Subscriber binds queues and consumes them.

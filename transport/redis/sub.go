@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/gopidbox/pidbox/transport"
 	goredis "github.com/redis/go-redis/v9"
@@ -46,6 +47,10 @@ func (s *subscription) closed() bool {
 		return false
 	}
 }
+
+// bytesOf views a string go-redis read for us as bytes, without a copy:
+// nothing else holds the string, and handlers do not modify messages.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // deliver hands a message to the handler; it reports false once closed.
 func (s *subscription) deliver(m []byte) bool {
@@ -185,7 +190,7 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 		pinged = false
 		switch m := msg.(type) {
 		case *goredis.Message:
-			if !s.deliver([]byte(m.Payload)) {
+			if !s.deliver(bytesOf(m.Payload)) {
 				return nil
 			}
 		case *goredis.Subscription:
@@ -232,7 +237,7 @@ func (s *subscription) runList() {
 			if v == wakeToken {
 				continue
 			}
-			if !s.deliver([]byte(v)) {
+			if !s.deliver(bytesOf(v)) {
 				return
 			}
 		}
