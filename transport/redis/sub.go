@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -193,6 +194,7 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 			if !s.deliver(bytesOf(m.Payload)) {
 				return nil
 			}
+			runtime.Gosched() // as in runList
 		case *goredis.Subscription:
 			// go-redis re-subscribed on a new connection by itself; Redis
 			// may have lost the binding with its data.
@@ -241,6 +243,9 @@ func (s *subscription) runList() {
 				return
 			}
 		}
+		// The handler readied whoever waited for these messages; let them
+		// run before this goroutine spends a system call on its next pop.
+		runtime.Gosched()
 
 	}
 }
