@@ -194,7 +194,6 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 			if !s.deliver(bytesOf(m.Payload)) {
 				return nil
 			}
-			runtime.Gosched() // as in runList
 		case *goredis.Subscription:
 			// go-redis re-subscribed on a new connection by itself; Redis
 			// may have lost the binding with its data.
