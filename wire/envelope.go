@@ -129,7 +129,15 @@ func AppendEncode(dst []byte, e *Envelope) []byte {
 
 // Encode returns the JSON encoding of e. See AppendEncode.
 func Encode(e *Envelope) []byte {
-	return AppendEncode(make([]byte, 0, 320+base64.StdEncoding.EncodedLen(len(e.Body))), e)
+	return AppendEncode(make([]byte, 0, EncodedLen(e)), e)
+}
+
+// EncodedLen bounds the length of e's encoding, for sizing buffers.
+func EncodedLen(e *Envelope) int {
+	strs := len(e.ContentType) + len(e.ContentEncoding) + len(e.Headers.Ticket) +
+		len(e.Properties.Exchange) + len(e.Properties.RoutingKey) + len(e.Properties.DeliveryTag)
+	// fixed text and numbers < 300 bytes; a string escapes to at most 6x.
+	return 300 + 6*strs + base64.StdEncoding.EncodedLen(len(e.Body))
 }
 
 // Decode parses one envelope. A limit above 0 refuses envelopes longer

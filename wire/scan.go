@@ -3,7 +3,6 @@ package wire
 import (
 	"encoding/base64"
 	"fmt"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -370,9 +369,38 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-// key reports whether a JSON key names field, case-insensitively as
-// encoding/json matches struct fields.
-func key(k []byte, field string) bool { return strings.EqualFold(string(k), field) }
+// canon returns a key as the lower-case ASCII field name it matches the
+// way encoding/json matches struct fields (Unicode simple case folding):
+// ASCII letters fold to lower case, and so do the only two non-ASCII runes
+// that fold to ASCII letters, KELVIN SIGN (k) and LATIN SMALL LETTER LONG S
+// (s). A key already in lower-case ASCII, as every key Kombu writes, comes
+// back as it is. Callers switch on string(canon(k)), which does not
+// allocate.
+func canon(k []byte) []byte {
+	lower := true
+	for _, c := range k {
+		if c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
+			lower = false
+			break
+		}
+	}
+	if lower {
+		return k
+	}
+	b := make([]byte, 0, len(k))
+	for _, r := range string(k) {
+		switch {
+		case 'A' <= r && r <= 'Z':
+			r += 'a' - 'A'
+		case r == '\u212a':
+			r = 'k'
+		case r == '\u017f':
+			r = 's'
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	return b
+}
 
 // decodeEnvelope parses an envelope without reflection.
 func decodeEnvelope(data []byte) (*Envelope, error) {
@@ -390,8 +418,8 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 	}
 	err = s.object(func(k []byte) error {
 		var err error
-		switch {
-		case key(k, "body"):
+		switch string(canon(k)) {
+		case "body":
 			if s.null() {
 				body, hasBody = nil, false
 				return nil
@@ -401,44 +429,44 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 			}
 			body, err = s.rawString()
 			hasBody = true
-		case key(k, "content-type"):
+		case "content-type":
 			e.ContentType, err = s.str()
-		case key(k, "content-encoding"):
+		case "content-encoding":
 			e.ContentEncoding, err = s.str()
-		case key(k, "headers"):
+		case "headers":
 			err = s.object(func(k []byte) error {
 				var err error
-				switch {
-				case key(k, "clock"):
+				switch string(canon(k)) {
+				case "clock":
 					clock, err = s.value()
-				case key(k, "expires"):
+				case "expires":
 					expires, err = s.value()
-				case key(k, "ticket"):
+				case "ticket":
 					e.Headers.Ticket, err = s.str()
 				default:
 					err = s.skip(1)
 				}
 				return err
 			})
-		case key(k, "properties"):
+		case "properties":
 			err = s.object(func(k []byte) error {
 				var err error
-				switch {
-				case key(k, "body_encoding"):
+				switch string(canon(k)) {
+				case "body_encoding":
 					bodyEnc, err = s.str()
-				case key(k, "delivery_mode"):
+				case "delivery_mode":
 					mode, err = s.value()
-				case key(k, "delivery_tag"):
+				case "delivery_tag":
 					e.Properties.DeliveryTag, err = s.str()
-				case key(k, "priority"):
+				case "priority":
 					prio, err = s.value()
-				case key(k, "delivery_info"):
+				case "delivery_info":
 					err = s.object(func(k []byte) error {
 						var err error
-						switch {
-						case key(k, "exchange"):
+						switch string(canon(k)) {
+						case "exchange":
 							e.Properties.Exchange, err = s.str()
-						case key(k, "routing_key"):
+						case "routing_key":
 							e.Properties.RoutingKey, err = s.str()
 						default:
 							err = s.skip(2)

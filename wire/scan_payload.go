@@ -23,23 +23,23 @@ func decodeRequestJSON(data []byte, r *Request) error {
 	}
 	err := s.object(func(k []byte) error {
 		var err error
-		switch {
-		case key(k, "method"):
+		switch string(canon(k)) {
+		case "method":
 			r.Method, err = s.str()
-		case key(k, "arguments"):
+		case "arguments":
 			start := s.i
 			if err = s.skip(0); err == nil {
 				r.Arguments = append(r.Arguments[:0], s.data[start:s.i]...)
 			}
-		case key(k, "destination"):
+		case "destination":
 			r.Destination, err = s.strings(r.Destination)
-		case key(k, "pattern"):
+		case "pattern":
 			r.Pattern, err = s.str()
-		case key(k, "matcher"):
+		case "matcher":
 			r.Matcher, err = s.str()
-		case key(k, "ticket"):
+		case "ticket":
 			r.Ticket, err = s.str()
-		case key(k, "reply_to"):
+		case "reply_to":
 			if s.null() {
 				r.ReplyTo = nil
 				return nil
@@ -52,10 +52,10 @@ func decodeRequestJSON(data []byte, r *Request) error {
 			}
 			err = s.object(func(k []byte) error {
 				var err error
-				switch {
-				case key(k, "exchange"):
+				switch string(canon(k)) {
+				case "exchange":
 					r.ReplyTo.Exchange, err = s.str()
-				case key(k, "routing_key"):
+				case "routing_key":
 					r.ReplyTo.RoutingKey, err = s.str()
 				default:
 					err = s.skip(2)

@@ -343,3 +343,15 @@ func TestPayloadDecodersAgreeWithReference(t *testing.T) {
 		assert.Equal(t, string(refValue), string(value), "%q", in)
 	}
 }
+
+func TestEncodedLenBoundsEncode(t *testing.T) {
+	for _, e := range []*wire.Envelope{
+		{},
+		{Body: []byte("x"), ContentType: "application/json", ContentEncoding: "utf-8",
+			Headers:    wire.Headers{Clock: 1<<64 - 1, Expires: 1.7976931348623157e308, Ticket: wire.NewID()},
+			Properties: wire.Properties{DeliveryMode: -1 << 31, Priority: -1 << 31, Exchange: "reply.celery.pidbox", RoutingKey: wire.NewID()}},
+		{ContentType: "\x00\x01\xff\xfe\"\\", Headers: wire.Headers{Ticket: strings.Repeat("\x00", 100)}, Body: make([]byte, 1000)},
+	} {
+		assert.LessOrEqual(t, len(wire.Encode(e)), wire.EncodedLen(e))
+	}
+}
