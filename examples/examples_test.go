@@ -250,6 +250,22 @@ func TestWorkersOnRedis(t *testing.T) {
 	assert.Contains(t, r.stderr, "no nodes replied")
 }
 
+// Two workers started with one name: both reply, and the controller says
+// so.
+func TestDuplicateWorkerNames(t *testing.T) {
+	srv := redistest.Start(t)
+	url := srv.URL(0)
+	w1 := worker(t, url, "twin@test")
+	w2 := worker(t, url, "twin@test")
+	r := controller(t, "--broker", url, "ping", "--limit", "2", "--timeout", "10s")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "->  twin@test (duplicate): OK pong")
+	assert.Contains(t, r.stdout, "Duplicate node names (more than one live node replied as): twin@test")
+	assert.Contains(t, r.stderr, `two nodes replied as "twin@test"`)
+	require.NoError(t, w1.Stop(10*time.Second))
+	require.NoError(t, w2.Stop(10*time.Second))
+}
+
 const celeryApp = "../transport/redis/testdata"
 
 func celery(t *testing.T, url string, args ...string) (string, error) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -259,14 +260,18 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 	progress := newProgress(c.stderr, len(expected))
 	values := map[string]json.RawMessage{}
 	replied := map[string]bool{}
-	var order []string
+	var order, duplicates []string
 	for r, err := range mb.Stream(ctx, method, args, opts...) {
 		if err != nil {
 			progress.done()
 			return err
 		}
 		if r.Duplicate {
+			progress.clear()
 			fmt.Fprintf(c.stderr, "controller: warning: two nodes replied as %q; give every node a unique name\n", r.Node)
+			if !slices.Contains(duplicates, r.Node) {
+				duplicates = append(duplicates, r.Node)
+			}
 		}
 		if !replied[r.Node] {
 			order = append(order, r.Node)
@@ -295,6 +300,9 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 		fmt.Fprintln(c.stdout, string(out))
 	} else {
 		fmt.Fprintf(c.stdout, "\n%d %s replied.\n", len(order), plural(len(order), "node", "nodes"))
+		if len(duplicates) > 0 {
+			fmt.Fprintf(c.stdout, "Duplicate node names (more than one live node replied as): %s\n", strings.Join(duplicates, ", "))
+		}
 		if len(missing) > 0 {
 			fmt.Fprintf(c.stdout, "No reply from: %s\n", strings.Join(missing, ", "))
 		}
