@@ -58,4 +58,5 @@ type RemoteError struct {
 	Message string
 }
 
+// Error returns "node: message".
 func (e *RemoteError) Error() string { return e.Node + ": " + e.Message }

@@ -178,6 +178,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 // dialHook signals every connection the blocking client opens.
 type dialHook struct{ redial chan struct{} }
 
+// DialHook implements goredis.Hook: it signals every successful dial.
 func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
@@ -191,8 +192,10 @@ func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 	}
 }
 
+// ProcessHook implements goredis.Hook and changes nothing.
 func (h dialHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
 
+// ProcessPipelineHook implements goredis.Hook and changes nothing.
 func (h dialHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return next
 }

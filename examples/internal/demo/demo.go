@@ -232,6 +232,7 @@ func RouteRedisLogs(log *slog.Logger) { goredis.SetLogger(redisLogger{log}) }
 
 type redisLogger struct{ log *slog.Logger }
 
+// Printf implements go-redis's logging interface.
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
