@@ -1,16 +1,9 @@
 package wire
 
-import (
-	"encoding/json"
-	"fmt"
-)
+import "encoding/json"
 
 // Hand-written json decoders for the request and reply payloads, held to
 // encoding/json's behaviour by the wire fuzz tests, like decodeEnvelope.
-
-func payloadError(what string, err error) error {
-	return fmt.Errorf("%w: %s is not a json object of the expected shape: %v", ErrMalformed, what, truncErr(err))
-}
 
 // decodeRequestJSON fills r from a json request payload.
 func decodeRequestJSON(data []byte, r *Request) error {

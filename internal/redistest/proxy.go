@@ -117,13 +117,6 @@ func (p *Proxy) Restore() {
 	p.cut = false
 }
 
-// Conns counts the connections accepted so far.
-func (p *Proxy) Conns() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
-}
-
 func (p *Proxy) close() {
 	_ = p.ln.Close()
 	p.mu.Lock()

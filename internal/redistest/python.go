@@ -140,13 +140,3 @@ func (p *Process) Wait(d time.Duration) error {
 		return context.DeadlineExceeded
 	}
 }
-
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.exit:
-		return true
-	default:
-		return false
-	}
-}
