@@ -9,6 +9,7 @@ import (
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 	"github.com/gopidbox/pidbox/transport/transporttest"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -47,4 +48,20 @@ func TestConformanceWithPrefixes(t *testing.T) {
 	transporttest.Run(t, func(t *testing.T) transport.Transport {
 		return open(t, srv, srv.URL(3)+"?global_keyprefix=app:&fanout_prefix=false", pidredis.Options{})
 	})
+}
+
+// A transport on a client the caller already has passes the same suite,
+// and leaves that client open when it closes.
+func TestConformanceFromClient(t *testing.T) {
+	srv := redistest.Start(t)
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), DB: 5, ContextTimeoutEnabled: true, Protocol: 2})
+	defer client.Close()
+	transporttest.Run(t, func(t *testing.T) transport.Transport {
+		return pidredis.NewFromClient(client, pidredis.Options{Logger: quiet})
+	})
+	require.NoError(t, client.Ping(context.Background()).Err(), "the caller's client is still usable")
+	tr := pidredis.NewFromClient(client, pidredis.Options{Logger: quiet})
+	require.NoError(t, tr.Close())
+	require.NoError(t, client.Ping(context.Background()).Err())
+	assert.Equal(t, srv.Addr(), tr.Addr())
 }
