@@ -198,18 +198,13 @@ func (m *Mailbox) Call(ctx context.Context, method string, args any, opts ...Cal
 // yielded once, as the last element.
 func (m *Mailbox) Stream(ctx context.Context, method string, args any, opts ...CallOption) iter.Seq2[reply.Reply, error] {
 	return func(yield func(reply.Reply, error) bool) {
-		cfg, err := m.config(opts)
+		ctx, cancel, cfg, err := m.begin(ctx, opts)
 		if err != nil {
 			yield(reply.Reply{}, err)
 			return
 		}
-		ctx, cancel := m.deadline(ctx, cfg)
 		defer cancel()
 		ticket := wire.NewID()
-		if err := m.listen(ctx); err != nil {
-			yield(reply.Reply{}, err)
-			return
-		}
 		inbox := m.demux.Wait(ticket) // before publishing: no reply missed
 		rules := reply.Rules{Limit: cfg.limit, Expect: m.expect(ctx, cfg)}
 		if rules.Limit == 0 && len(cfg.destination) > 0 {
@@ -246,15 +241,11 @@ func (m *Mailbox) Cast(ctx context.Context, method string, args any, opts ...Cal
 // waiting; Gather collects the replies later. Replies that arrive in
 // between are kept for the ticket, within the mailbox's unclaimed bounds.
 func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...CallOption) (ticket string, err error) {
-	cfg, err := m.config(opts)
+	ctx, cancel, cfg, err := m.begin(ctx, opts)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := m.deadline(ctx, cfg)
 	defer cancel()
-	if err := m.listen(ctx); err != nil {
-		return "", err
-	}
 	ticket = wire.NewID()
 	return ticket, m.publish(ctx, method, args, cfg, ticket)
 }
@@ -264,17 +255,12 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 // deadline.
 func (m *Mailbox) Gather(ctx context.Context, ticket string, opts ...CallOption) iter.Seq2[reply.Reply, error] {
 	return func(yield func(reply.Reply, error) bool) {
-		cfg, err := m.config(opts)
+		ctx, cancel, cfg, err := m.begin(ctx, opts)
 		if err != nil {
 			yield(reply.Reply{}, err)
 			return
 		}
-		ctx, cancel := m.deadline(ctx, cfg)
 		defer cancel()
-		if err := m.listen(ctx); err != nil {
-			yield(reply.Reply{}, err)
-			return
-		}
 		rules := reply.Rules{Limit: cfg.limit}
 		if len(cfg.destination) > 0 {
 			rules.Expect = cfg.destination
@@ -364,6 +350,22 @@ func (m *Mailbox) config(opts []CallOption) (callConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// begin readies a call that wants replies: it checks the options, bounds
+// ctx by the call's deadline and binds the reply queue. On success the
+// caller must call cancel.
+func (m *Mailbox) begin(ctx context.Context, opts []CallOption) (context.Context, context.CancelFunc, callConfig, error) {
+	cfg, err := m.config(opts)
+	if err != nil {
+		return nil, nil, cfg, err
+	}
+	ctx, cancel := m.deadline(ctx, cfg)
+	if err := m.listen(ctx); err != nil {
+		cancel()
+		return nil, nil, cfg, err
+	}
+	return ctx, cancel, cfg, nil
 }
 
 // deadline bounds ctx by the call's timeout, else the context's own

@@ -402,6 +402,23 @@ func canon(k []byte) []byte {
 	return b
 }
 
+// route consumes an {"exchange", "routing_key"} object (or null), as in
+// delivery_info and reply_to.
+func (s *scanner) route(exchange, routingKey *string) error {
+	return s.object(func(k []byte) error {
+		var err error
+		switch string(canon(k)) {
+		case "exchange":
+			*exchange, err = s.str()
+		case "routing_key":
+			*routingKey, err = s.str()
+		default:
+			err = s.skip(2)
+		}
+		return err
+	})
+}
+
 // decodeEnvelope parses an envelope without reflection.
 func decodeEnvelope(data []byte) (*Envelope, error) {
 	s := &scanner{data: data}
@@ -461,18 +478,7 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 				case "priority":
 					prio, err = s.value()
 				case "delivery_info":
-					err = s.object(func(k []byte) error {
-						var err error
-						switch string(canon(k)) {
-						case "exchange":
-							e.Properties.Exchange, err = s.str()
-						case "routing_key":
-							e.Properties.RoutingKey, err = s.str()
-						default:
-							err = s.skip(2)
-						}
-						return err
-					})
+					err = s.route(&e.Properties.Exchange, &e.Properties.RoutingKey)
 				default:
 					err = s.skip(1)
 				}

@@ -43,18 +43,7 @@ func decodeRequestJSON(data []byte, r *Request) error {
 			if r.ReplyTo == nil {
 				r.ReplyTo = &ReplyTo{}
 			}
-			err = s.object(func(k []byte) error {
-				var err error
-				switch string(canon(k)) {
-				case "exchange":
-					r.ReplyTo.Exchange, err = s.str()
-				case "routing_key":
-					r.ReplyTo.RoutingKey, err = s.str()
-				default:
-					err = s.skip(2)
-				}
-				return err
-			})
+			err = s.route(&r.ReplyTo.Exchange, &r.ReplyTo.RoutingKey)
 		default:
 			err = s.skip(1)
 		}

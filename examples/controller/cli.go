@@ -236,16 +236,25 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 	}}, nil
 }
 
-func (c *cli) call(ctx context.Context, method string, pairs []string) error {
+// prepare checks a command's flags and arguments, then opens the mailbox.
+func (c *cli) prepare(ctx context.Context, pairs []string) (*session, []pidbox.CallOption, map[string]any, error) {
 	opts, err := c.options()
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	args, err := c.arguments(pairs)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	s, err := c.open(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s, opts, args, nil
+}
+
+func (c *cli) call(ctx context.Context, method string, pairs []string) error {
+	s, opts, args, err := c.prepare(ctx, pairs)
 	if err != nil {
 		return err
 	}
@@ -380,15 +389,7 @@ func mustJSON(v any) json.RawMessage {
 }
 
 func (c *cli) cast(ctx context.Context, method string, pairs []string) error {
-	opts, err := c.options()
-	if err != nil {
-		return err
-	}
-	args, err := c.arguments(pairs)
-	if err != nil {
-		return err
-	}
-	s, err := c.open(ctx)
+	s, opts, args, err := c.prepare(ctx, pairs)
 	if err != nil {
 		return err
 	}

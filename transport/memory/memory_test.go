@@ -2,12 +2,10 @@ package memory_test
 
 import (
 	"context"
-	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/transport/memory"
 	"github.com/gopidbox/pidbox/transport/transporttest"
@@ -23,8 +21,8 @@ func TestConformance(t *testing.T) {
 }
 
 func TestQueueLimitDropsNewest(t *testing.T) {
-	var logs syncBuffer
-	b := memory.New(memory.Options{QueueLimit: 3, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	var logs testlog.Buffer
+	b := memory.New(memory.Options{QueueLimit: 3, Logger: logs.Logger()})
 	defer b.Close()
 	ctx := context.Background()
 	ex := transport.Exchange{Name: "x", Kind: transport.Direct}
@@ -58,24 +56,6 @@ func TestQueueLimitDropsNewest(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"1", "2", "3", "4", "7"}, order, "5 and 6 found the queue full")
-}
-
-// syncBuffer is a log sink safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestUnknownKind(t *testing.T) {

@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 	"github.com/gopidbox/pidbox/wire"
@@ -20,26 +19,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// syncBuffer is a log sink tests can read while loggers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func logTo(w *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 func ping(t *testing.T, ctl *pidbox.Mailbox, node string, timeout time.Duration) error {
 	rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(node), pidbox.Timeout(timeout))
@@ -127,8 +106,8 @@ func TestSilentlyDeadSocket(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
 	v := variant{transport.Fanout, "json"}
-	var logs syncBuffer
-	ntr := open(t, srv, "redis://"+proxy.Addr()+"/0", pidredis.Options{HealthCheckInterval: 300 * time.Millisecond, Logger: logTo(&logs)})
+	var logs testlog.Buffer
+	ntr := open(t, srv, "redis://"+proxy.Addr()+"/0", pidredis.Options{HealthCheckInterval: 300 * time.Millisecond, Logger: logs.Logger()})
 	goNode(t, ntr, v, "n1@h")
 	ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v)
 	require.NoError(t, ping(t, ctl, "n1@h", 5*time.Second))
@@ -192,9 +171,9 @@ func TestHostileWireInput(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
-			var logs syncBuffer
-			tr := open(t, srv, srv.URL(0), pidredis.Options{Logger: logTo(&logs)})
-			mb, err := pidbox.New(tr, pidbox.Options{Type: kind, Logger: logTo(&logs), MaxMessageSize: 1 << 20})
+			var logs testlog.Buffer
+			tr := open(t, srv, srv.URL(0), pidredis.Options{Logger: logs.Logger()})
+			mb, err := pidbox.New(tr, pidbox.Options{Type: kind, Logger: logs.Logger(), MaxMessageSize: 1 << 20})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = mb.Close() })
 			n := mb.NewNode("n1@h", pidbox.NodeOptions{})

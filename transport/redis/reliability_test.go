@@ -14,6 +14,7 @@ import (
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/reply"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
@@ -76,8 +77,8 @@ func TestRedisFrozenAndResumed(t *testing.T) {
 func TestDuplicateNames(t *testing.T) {
 	srv := redistest.Start(t)
 	v := variant{transport.Fanout, "json"}
-	var logs syncBuffer
-	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logTo(&logs)}
+	var logs testlog.Buffer
+	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logs.Logger()}
 	goNode(t, open(t, srv, srv.URL(0), opts), v, "twin@h")
 	goNode(t, open(t, srv, srv.URL(0), opts), v, "twin@h")
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "another live node uses the same name") },
@@ -98,8 +99,8 @@ func TestDuplicateNames(t *testing.T) {
 func TestReusedNameIsNoDuplicate(t *testing.T) {
 	srv := redistest.Start(t)
 	v := variant{transport.Fanout, "json"}
-	var logs syncBuffer
-	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logTo(&logs)}
+	var logs testlog.Buffer
+	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logs.Logger()}
 	// A predecessor died without unbinding: its owner record stays behind
 	// until it expires.
 	raw := srv.Client(0)
