@@ -74,32 +74,6 @@ func TestNoKeyWithoutTTL(t *testing.T) {
 	}
 }
 
-// A restart that loses Redis's data: nodes re-subscribe and re-declare
-// their bindings by themselves.
-func TestRestartWithDataLoss(t *testing.T) {
-	srv := redistest.Start(t)
-	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
-		t.Run(string(kind), func(t *testing.T) {
-			v := variant{kind, "json"}
-			ntr := open(t, srv, srv.URL(0), pidredis.Options{HealthCheckInterval: time.Second})
-			goNode(t, ntr, v, "n1@h")
-			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v)
-			require.NoError(t, ping(t, ctl, "n1@h", 5*time.Second))
-
-			srv.Restart()
-			up := time.Now()
-			// Calls during recovery fail or time out within their deadline.
-			require.Eventually(t, func() bool { return ping(t, ctl, "n1@h", 300*time.Millisecond) == nil },
-				10*time.Second, 10*time.Millisecond)
-			t.Logf("%s: ping answered %s after Redis came back", kind, time.Since(up).Round(time.Millisecond))
-			assert.Less(t, time.Since(up), 3*time.Second)
-			names, err := ctl.Nodes(context.Background())
-			require.NoError(t, err)
-			assert.Contains(t, names, "n1@h", "binding re-declared")
-		})
-	}
-}
-
 // A socket that dies silently (no RST, nothing answers) is found by the
 // PING health check and replaced.
 func TestSilentlyDeadSocket(t *testing.T) {

@@ -58,10 +58,16 @@ func outage(t *testing.T, srv *redistest.Server, down, up func()) {
 				10*time.Second, 10*time.Millisecond)
 			t.Logf("%s: ping answered %s after Redis came back", kind, time.Since(back).Round(time.Millisecond))
 			assert.Less(t, time.Since(back), 3*time.Second)
+			names, err := ctl.Nodes(context.Background())
+			require.NoError(t, err)
+			assert.Contains(t, names, "n1@h", "binding declared again")
 		})
 	}
 }
 
+// SIGKILL loses the server's data (the tests run it without persistence),
+// so this is also the restart-with-data-lost case: nodes must declare
+// their bindings again by themselves.
 func TestRedisKilledAndRestarted(t *testing.T) {
 	srv := redistest.Start(t)
 	outage(t, srv, srv.Kill, srv.Start)
