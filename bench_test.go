@@ -31,7 +31,7 @@ func BenchmarkMemoryCall(b *testing.B) {
 				b.Run(method, func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
-						rs, err := ctl.Call(context.Background(), method, setLevel{Level: "debug", Burst: 3}, pidbox.To("w@h"), pidbox.Timeout(5*time.Second))
+						rs, err := replies(ctl.Call(context.Background(), method, setLevel{Level: "debug", Burst: 3}, pidbox.To("w@h"), pidbox.Timeout(5*time.Second)))
 						if err != nil || len(rs) != 1 || rs[0].Err != nil {
 							b.Fatal(err, rs)
 						}

@@ -3,7 +3,7 @@ package pidbox
 import (
 	"errors"
 
-	"github.com/gopidbox/pidbox/reply"
+	"github.com/gopidbox/pidbox/internal/demux"
 )
 
 // Sentinel errors. Errors pidbox returns wrap one of these (or a wire or
@@ -24,13 +24,13 @@ var (
 	ErrBadCall = errors.New("pidbox: bad call")
 	// ErrClosed is returned by a closed mailbox, and ends the calls it
 	// was gathering.
-	ErrClosed = reply.ErrClosed
+	ErrClosed = demux.ErrClosed
+	// ErrIncomplete means a call reached its deadline with expected nodes
+	// missing; the call's Result or Outcomes say which.
+	ErrIncomplete = errors.New("expected nodes did not reply")
 	// ErrHandlerTimeout is the error reply for a handler that overran its
 	// deadline.
 	ErrHandlerTimeout = errors.New("handler timed out")
 	// ErrHandlerPanic is the error reply for a handler that panicked.
 	ErrHandlerPanic = errors.New("handler panicked")
 )
-
-// RemoteError is the error a node replied with; reply.Reply.Err holds one.
-type RemoteError = reply.RemoteError

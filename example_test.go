@@ -45,13 +45,13 @@ func Example() {
 
 	mb, _ := pidbox.New(tr, pidbox.Options{})
 	defer mb.Close()
-	replies, err := mb.Call(context.Background(), "ping", nil)
+	res, err := mb.Call(context.Background(), "ping", nil)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	sort.Slice(replies, func(i, j int) bool { return replies[i].Node < replies[j].Node })
-	for _, r := range replies {
+	sort.Slice(res.Replies, func(i, j int) bool { return res.Replies[i].Node < res.Replies[j].Node })
+	for _, r := range res.Replies {
 		fmt.Println(r.Node, string(r.Value))
 	}
 	// Output:
@@ -87,23 +87,23 @@ func ExampleTyped() {
 	mb, _ := pidbox.New(tr, pidbox.Options{})
 	defer mb.Close()
 	ctx := context.Background()
-	rs, _ := mb.Call(ctx, "resize", resize{Workers: 8}, pidbox.To("billing@host"))
-	got, _ := reply.As[resized](rs[0])
-	fmt.Printf("%s: %+v\n", rs[0].Node, got)
+	res, _ := mb.Call(ctx, "resize", resize{Workers: 8}, pidbox.To("billing@host"))
+	got, _ := reply.As[resized](res.Replies[0])
+	fmt.Printf("%s: %+v\n", res.Replies[0].Node, got)
 
-	rs, _ = mb.Call(ctx, "resize", resize{Workers: 0}, pidbox.To("billing@host"))
-	fmt.Println(rs[0].Err)
+	res, _ = mb.Call(ctx, "resize", resize{Workers: 0}, pidbox.To("billing@host"))
+	fmt.Println(res.Replies[0].Err, res.Outcomes["billing@host"])
 
-	rs, _ = mb.Call(ctx, "resize", map[string]any{"workers": "many"}, pidbox.To("billing@host"))
-	var re *pidbox.RemoteError
-	fmt.Println(errors.As(rs[0].Err, &re))
+	res, _ = mb.Call(ctx, "resize", map[string]any{"workers": "many"}, pidbox.To("billing@host"))
+	var re *reply.RemoteError
+	fmt.Println(errors.As(res.Replies[0].Err, &re))
 	// Output:
 	// billing@host: {From:4 To:8}
-	// billing@host: workers must be at least 1
+	// billing@host: workers must be at least 1 failed
 	// true
 }
 
-func ExampleMailbox_Stream() {
+func ExampleMailbox_Send() {
 	tr := memory.New(memory.Options{})
 	defer tr.Close()
 	stop := serveExample(tr, nil, "a@h", "b@h", "c@h")
@@ -111,8 +111,14 @@ func ExampleMailbox_Stream() {
 
 	mb, _ := pidbox.New(tr, pidbox.Options{})
 	defer mb.Close()
+	call, err := mb.Send(context.Background(), "ping", nil, pidbox.Timeout(time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("expecting", len(call.Expected()), "nodes")
 	// Act on each reply as it arrives; stop at the first one.
-	for r, err := range mb.Stream(context.Background(), "ping", nil, pidbox.Timeout(time.Second)) {
+	for r, err := range call.Replies() {
 		if err != nil {
 			fmt.Println(err)
 			break
@@ -120,7 +126,29 @@ func ExampleMailbox_Stream() {
 		fmt.Println("first reply is a pong:", string(r.Value) == `{"ok":"pong"}`)
 		break
 	}
-	// Output: first reply is a pong: true
+	// Output:
+	// expecting 3 nodes
+	// first reply is a pong: true
+}
+
+func ExampleMailbox_Call_missing() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	stop := serveExample(tr, nil, "a@h")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	res, err := mb.Call(context.Background(), "ping", nil, pidbox.To("a@h", "ghost@h"), pidbox.Timeout(200*time.Millisecond))
+	fmt.Println(errors.Is(err, pidbox.ErrIncomplete))
+	fmt.Println("a@h:", res.Outcomes["a@h"])
+	fmt.Println("ghost@h:", res.Outcomes["ghost@h"])
+	fmt.Println("missing:", res.Missing())
+	// Output:
+	// true
+	// a@h: replied
+	// ghost@h: unknown
+	// missing: [ghost@h]
 }
 
 func ExampleGlob() {
@@ -131,8 +159,8 @@ func ExampleGlob() {
 
 	mb, _ := pidbox.New(tr, pidbox.Options{})
 	defer mb.Close()
-	rs, _ := mb.Call(context.Background(), "ping", nil, pidbox.Glob("worker*"))
-	fmt.Println(len(rs), "workers replied")
+	res, _ := mb.Call(context.Background(), "ping", nil, pidbox.Glob("worker*"))
+	fmt.Println(len(res.Replies), "workers replied")
 	// Output: 2 workers replied
 }
 
@@ -149,10 +177,10 @@ func ExampleNode_Register() {
 
 	mb, _ := pidbox.New(tr, pidbox.Options{})
 	defer mb.Close()
-	rs, _ := mb.Call(context.Background(), "ping", nil, pidbox.To("w@h"))
-	fmt.Println(string(rs[0].Value))
-	rs, _ = mb.Call(context.Background(), "shutdown", nil, pidbox.To("w@h"))
-	fmt.Println(rs[0].Err)
+	res, _ := mb.Call(context.Background(), "ping", nil, pidbox.To("w@h"))
+	fmt.Println(string(res.Replies[0].Value))
+	res, _ = mb.Call(context.Background(), "shutdown", nil, pidbox.To("w@h"))
+	fmt.Println(res.Replies[0].Err)
 	// Output:
 	// {"ok":"custom pong"}
 	// w@h: unknown method "shutdown"

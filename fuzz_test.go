@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport/memory"
-	"github.com/gopidbox/pidbox/wire"
 )
 
 // FuzzDispatch publishes arbitrary request bodies, in either codec, into a
@@ -51,10 +51,10 @@ func FuzzDispatch(f *testing.F) {
 			c = wire.Msgpack{}
 		}
 		msg := wire.Encode(&wire.Envelope{Body: body, ContentType: c.ContentType(), ContentEncoding: c.ContentEncoding()})
-		if err := tr.Publish(context.Background(), ctl.Exchange(), "", msg); err != nil {
+		if err := tr.Publish(context.Background(), celeryExchange, "", msg); err != nil {
 			t.Fatal(err)
 		}
-		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To("fuzz@h"), pidbox.Timeout(5*time.Second))
+		rs, err := replies(ctl.Call(context.Background(), "ping", nil, pidbox.To("fuzz@h"), pidbox.Timeout(5*time.Second)))
 		if err != nil || len(rs) != 1 || rs[0].Err != nil {
 			t.Fatalf("node stopped answering after %q: %v %v", body, rs, err)
 		}

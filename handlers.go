@@ -7,7 +7,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/gopidbox/pidbox/reply"
 )
 
 // Handler serves one named command on a node. It returns the reply value,
@@ -33,11 +34,17 @@ type Request struct {
 	// Method is the command's name.
 	Method string
 	// Arguments are the keyword arguments, still serialized; see Decode.
-	Arguments wire.Raw
+	Arguments reply.Raw
 	// Ticket identifies the call; empty for a cast, which wants no reply.
 	Ticket string
 	// Clock is the sender's Lamport time.
 	Clock uint64
+	// Expires is when the sender stops waiting; zero when the request
+	// never expires.
+	Expires time.Time
+	// Signer is the verified signer of a signed request; empty when the
+	// mailbox has no Sealer or the Sealer let an unsigned request through.
+	Signer string
 	// Node is the node serving the request.
 	Node *Node
 
@@ -108,9 +115,9 @@ type HelloReply struct {
 	Clock   uint64         `json:"clock"`
 }
 
-// Stats is the reply of the stats command: what a node has done since it
-// started.
-type Stats struct {
+// NodeStats is the reply of the stats command: what a node has done since
+// it started.
+type NodeStats struct {
 	Hostname   string   `json:"hostname"`
 	PID        int      `json:"pid"`
 	Uptime     float64  `json:"uptime"`
@@ -127,9 +134,12 @@ type Stats struct {
 	// Rejected counts requests refused because their handler was at its
 	// concurrency limit.
 	Rejected uint64 `json:"rejected"`
+	// Refused counts requests that NodeOptions.Authorize refused.
+	Refused uint64 `json:"refused"`
 }
 
-// HandlerStats counts the calls of one handler.
+// HandlerStats counts the calls of one method, across replacements of
+// its handler.
 type HandlerStats struct {
 	Calls        uint64  `json:"calls"`
 	Errors       uint64  `json:"errors"`
@@ -154,7 +164,7 @@ func builtins() map[string]builtin {
 			return OK{OK: "pong"}, nil
 		})},
 		"clock": {inline: true, h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
-			return ClockReply{Clock: r.Node.mb.clock.Value()}, nil
+			return ClockReply{Clock: r.Node.mb.opts.Clock.Value()}, nil
 		})},
 		"hello": {inline: true, h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			var a HelloArgs
@@ -164,7 +174,7 @@ func builtins() map[string]builtin {
 			if a.FromNode == r.Node.hostname {
 				return nil, ErrNoReply // no reply to itself, as Celery
 			}
-			return HelloReply{Revoked: map[string]any{}, Clock: r.Node.mb.clock.Forward()}, nil
+			return HelloReply{Revoked: map[string]any{}, Clock: r.Node.mb.opts.Clock.Forward()}, nil
 		})},
 		"stats": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			return r.Node.Stats(), nil
@@ -178,20 +188,21 @@ func builtins() map[string]builtin {
 }
 
 // Stats reports what the node has done since it was made.
-func (n *Node) Stats() Stats {
+func (n *Node) Stats() NodeStats {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	s := Stats{
+	s := NodeStats{
 		Hostname:   n.hostname,
 		PID:        os.Getpid(),
 		Uptime:     time.Since(n.created).Seconds(),
-		Clock:      n.mb.clock.Value(),
+		Clock:      n.mb.opts.Clock.Value(),
 		Registered: make([]string, 0, len(n.handlers)),
 		Handlers:   make(map[string]HandlerStats, len(n.handlers)),
 		Received:   n.received.Load(),
 		Dropped:    n.dropped.Load(),
 		Expired:    n.expired.Load(),
 		Rejected:   n.rejected.Load(),
+		Refused:    n.refused.Load(),
 	}
 	for name, e := range n.handlers {
 		s.Registered = append(s.Registered, name)

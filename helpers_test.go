@@ -7,12 +7,16 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/reply"
 	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/transport/memory"
 	"github.com/stretchr/testify/require"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
+
+// celeryExchange is the broadcast exchange of the default mailbox.
+var celeryExchange = transport.Exchange{Name: "celery.pidbox", Kind: transport.Fanout}
 
 // fleet is a memory broker, a controlling mailbox, and nodes serving on
 // mailboxes of their own, as separate processes would have.
@@ -106,4 +110,13 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// replies unpacks a Call's result for tests that look at the replies
+// alone, keeping the error.
+func replies(res *pidbox.Result, err error) ([]reply.Reply, error) {
+	if res == nil {
+		return nil, err
+	}
+	return res.Replies, err
 }

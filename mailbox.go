@@ -11,9 +11,11 @@
 // broadcast exchange under its hostname and runs the named handlers
 // registered with it. Every message carries a Lamport clock and an expiry.
 //
-// Calls gather replies until the limit, until every node addressed has
-// replied, or until a real total deadline, whichever comes first; Stream
-// hands each reply over as it arrives. Memory stays bounded throughout.
+// Mailbox.Call sends a command and gathers the replies until the limit,
+// until every node addressed has replied, or until a real total deadline,
+// whichever comes first, and says for every expected node whether it
+// replied. Mailbox.Send returns the Call handle, whose Replies streams each
+// reply as it arrives. Memory stays bounded throughout.
 //
 // The transport underneath is pluggable: transport/memory runs everything
 // in one process, transport/redis talks to Redis the way Kombu does.
@@ -22,7 +24,6 @@ package pidbox
 import (
 	"context"
 	"fmt"
-	"iter"
 	"log/slog"
 	"strings"
 	"sync"
@@ -30,9 +31,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gopidbox/pidbox/clock"
-	"github.com/gopidbox/pidbox/reply"
+	"github.com/gopidbox/pidbox/internal/demux"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
-	"github.com/gopidbox/pidbox/wire"
 )
 
 // Defaults for Options.
@@ -40,6 +41,9 @@ const (
 	DefaultNamespace      = "celery"
 	DefaultTimeout        = time.Second
 	DefaultMaxMessageSize = 8 << 20
+	DefaultMaxUnclaimed   = demux.DefaultMaxUnclaimed
+	DefaultUnclaimedAge   = demux.DefaultUnclaimedAge
+	DefaultQuietGap       = 250 * time.Millisecond
 )
 
 // Options configure a Mailbox. The zero value is Celery's control mailbox:
@@ -53,12 +57,18 @@ type Options struct {
 	// delivers through per-node queues that keep messages while a node is
 	// away.
 	Type transport.Kind
-	// Serializer is the codec for outgoing messages: "json" (default) or
-	// "msgpack".
+	// Serializer is the codec of every message the mailbox and its nodes
+	// send, requests and replies alike, as Kombu's Mailbox.serializer:
+	// "json" (default) or "msgpack". Beside a Celery fleet, set it to the
+	// fleet's task_serializer.
 	Serializer string
 	// Accept lists the serializers incoming messages may use. Default:
 	// json and msgpack.
 	Accept []string
+	// Sealer, when set, seals (signs) every message the mailbox and its
+	// nodes send and opens (verifies) every message they receive; see
+	// package security.
+	Sealer Sealer
 	// Clock is the Lamport clock shared by the mailbox and its nodes.
 	// Nil means a new clock.
 	Clock *clock.Lamport
@@ -72,9 +82,53 @@ type Options struct {
 	// Timeout option. Default 1s, as `celery inspect` uses.
 	Timeout time.Duration
 	// MaxUnclaimed and UnclaimedAge bound the replies kept for tickets no
-	// call is gathering yet (see reply.Options).
+	// call is gathering (late replies): default 1,000 replies, 1 minute.
 	MaxUnclaimed int
 	UnclaimedAge time.Duration
+	// QuietGap ends a broadcast with no limit this long after its last
+	// reply, on brokers that cannot list the live nodes (AMQP without
+	// RabbitMQ's management API). Default 250ms.
+	QuietGap time.Duration
+}
+
+func (o *Options) setDefaults() error {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	if o.Type == "" {
+		o.Type = transport.Fanout
+	}
+	if o.Type != transport.Fanout && o.Type != transport.Direct {
+		return fmt.Errorf("%w: mailbox type %q (want fanout or direct)", ErrBadCall, o.Type)
+	}
+	if o.Serializer == "" {
+		o.Serializer = "json"
+	}
+	if o.Accept == nil {
+		o.Accept = []string{"json", "msgpack"}
+	}
+	if o.Clock == nil {
+		o.Clock = &clock.Lamport{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxMessageSize <= 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.MaxUnclaimed <= 0 {
+		o.MaxUnclaimed = DefaultMaxUnclaimed
+	}
+	if o.UnclaimedAge <= 0 {
+		o.UnclaimedAge = DefaultUnclaimedAge
+	}
+	if o.QuietGap <= 0 {
+		o.QuietGap = DefaultQuietGap
+	}
+	return nil
 }
 
 // Mailbox sends commands and gathers replies, and makes the nodes that
@@ -87,9 +141,7 @@ type Mailbox struct {
 	replyEx  transport.Exchange
 	oid      string
 	codec    wire.Codec
-	clock    *clock.Lamport
-	log      *slog.Logger
-	demux    *reply.Demux
+	demux    *demux.Demux
 
 	mu       sync.Mutex
 	closed   bool
@@ -102,43 +154,19 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 	if tr == nil {
 		return nil, fmt.Errorf("%w: nil transport", ErrBadCall)
 	}
-	if opts.Namespace == "" {
-		opts.Namespace = DefaultNamespace
-	}
-	if opts.Type == "" {
-		opts.Type = transport.Fanout
-	}
-	if opts.Type != transport.Fanout && opts.Type != transport.Direct {
-		return nil, fmt.Errorf("%w: mailbox type %q (want fanout or direct)", ErrBadCall, opts.Type)
-	}
-	if opts.Serializer == "" {
-		opts.Serializer = "json"
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
 	}
 	codec, err := wire.CodecNamed(opts.Serializer)
 	if err != nil {
-		return nil, err
-	}
-	if opts.Accept == nil {
-		opts.Accept = []string{"json", "msgpack"}
+		return nil, fmt.Errorf("%w: %w", ErrBadCall, err)
 	}
 	for _, a := range opts.Accept {
 		if _, err := wire.CodecNamed(a); err != nil {
 			if _, err2 := wire.CodecFor(a, opts.Accept); err2 != nil {
-				return nil, fmt.Errorf("accept list: %w", err)
+				return nil, fmt.Errorf("%w: accept list: %w", ErrBadCall, err)
 			}
 		}
-	}
-	if opts.Clock == nil {
-		opts.Clock = &clock.Lamport{}
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.MaxMessageSize <= 0 {
-		opts.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
 	}
 	m := &Mailbox{
 		tr:       tr,
@@ -147,134 +175,96 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 		replyEx:  transport.Exchange{Name: "reply." + opts.Namespace + ".pidbox", Kind: transport.Direct},
 		oid:      uuid.NewString(),
 		codec:    codec,
-		clock:    opts.Clock,
-		log:      opts.Logger,
 	}
-	m.demux = reply.NewDemux(reply.Options{
-		Accept:       opts.Accept,
+	dopts := demux.Options{
+		Open:         m.open,
 		MaxSize:      opts.MaxMessageSize,
 		Clock:        opts.Clock,
 		Logger:       opts.Logger,
 		MaxUnclaimed: opts.MaxUnclaimed,
 		UnclaimedAge: opts.UnclaimedAge,
-	})
+	}
+	if v, ok := opts.Sealer.(NodeVerifier); ok {
+		dopts.VerifyNode = v.VerifyNode
+	}
+	m.demux = demux.New(dopts)
 	return m, nil
 }
 
 // Namespace returns the mailbox's namespace.
 func (m *Mailbox) Namespace() string { return m.opts.Namespace }
 
-// Exchange returns the broadcast exchange commands are published to.
-func (m *Mailbox) Exchange() transport.Exchange { return m.exchange }
+// Clock returns the Lamport clock the mailbox and its nodes share.
+func (m *Mailbox) Clock() *clock.Lamport { return m.opts.Clock }
 
-// ReplyQueue returns the name of this mailbox's reply queue,
-// "<oid>.reply.<namespace>.pidbox".
-func (m *Mailbox) ReplyQueue() string { return m.oid + "." + m.replyEx.Name }
-
-// Clock returns the mailbox's Lamport clock.
-func (m *Mailbox) Clock() *clock.Lamport { return m.clock }
-
-// Stats reports what happened to the replies this mailbox received.
-func (m *Mailbox) Stats() reply.Stats { return m.demux.Stats() }
-
-// Call sends a command and returns the replies gathered. It returns when
-// the addressed nodes have all replied, the limit is reached, or the
-// deadline passes; reaching the deadline is not an error. args is
-// serialized as the command's keyword arguments: a struct, a map, or nil.
-func (m *Mailbox) Call(ctx context.Context, method string, args any, opts ...CallOption) ([]reply.Reply, error) {
-	var out []reply.Reply
-	for r, err := range m.Stream(ctx, method, args, opts...) {
-		if err != nil {
-			return out, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
+// ReplyStats counts what happened to the replies a mailbox received.
+type ReplyStats struct {
+	// Delivered replies went to a call gathering them.
+	Delivered uint64
+	// Kept replies arrived for a ticket no call was gathering yet.
+	Kept uint64
+	// Evicted replies were kept but never gathered.
+	Evicted uint64
+	// Dropped replies were malformed, expired, refused, or overflowed a
+	// call that was not reading them.
+	Dropped uint64
 }
 
-// Stream sends a command and yields each reply as it arrives, with the
-// same stopping rules as Call. Stop early by breaking out of the loop.
-// Errors (the command could not be sent, or ctx was cancelled) are
-// yielded once, as the last element.
-func (m *Mailbox) Stream(ctx context.Context, method string, args any, opts ...CallOption) iter.Seq2[reply.Reply, error] {
-	return func(yield func(reply.Reply, error) bool) {
-		ctx, cancel, cfg, err := m.begin(ctx, opts)
-		if err != nil {
-			yield(reply.Reply{}, err)
-			return
-		}
-		defer cancel()
-		ticket := wire.NewID()
-		inbox := m.demux.Wait(ticket) // before publishing: no reply missed
-		rules := reply.Rules{Limit: cfg.limit, Expect: m.expect(ctx, cfg)}
-		if rules.Limit == 0 && len(cfg.destination) > 0 {
-			rules.Limit = len(cfg.destination)
-		}
-		if err := m.publish(ctx, method, args, cfg, ticket); err != nil {
-			inbox.Close()
-			yield(reply.Reply{}, err)
-			return
-		}
-		for r, err := range reply.Collect(ctx, inbox, rules) {
-			if !yield(r, err) {
-				return
-			}
-		}
+// ReplyStats reports what happened to the replies this mailbox received.
+func (m *Mailbox) ReplyStats() ReplyStats {
+	s := m.demux.Stats()
+	return ReplyStats{Delivered: s.Delivered, Kept: s.Kept, Evicted: s.Evicted, Dropped: s.Dropped}
+}
+
+// Call sends a command and gathers its replies. It returns when the
+// addressed nodes have all replied, the limit is reached, or the deadline
+// passes. args is serialized as the command's keyword arguments: a struct,
+// a map, or nil.
+//
+// The Result holds the replies and every expected node's Outcome. When the
+// deadline passed with expected nodes missing, the error wraps
+// ErrIncomplete and the Result is still returned; a broadcast whose nodes
+// cannot be known ends at its deadline with no error.
+func (m *Mailbox) Call(ctx context.Context, method string, args any, opts ...CallOption) (*Result, error) {
+	c, err := m.Send(ctx, method, args, opts...)
+	if err != nil {
+		return nil, err
 	}
+	res := &Result{}
+	for r, err := range c.Replies() {
+		if err != nil {
+			res.Outcomes = c.Outcomes()
+			return res, err
+		}
+		res.Replies = append(res.Replies, r)
+	}
+	res.Outcomes = c.Outcomes()
+	return res, nil
 }
 
 // Cast sends a command and wants no reply.
 func (m *Mailbox) Cast(ctx context.Context, method string, args any, opts ...CallOption) error {
-	cfg, err := m.config(opts)
+	cfg, err := resolve(opts)
 	if err != nil {
 		return err
 	}
-	if cfg.timeout > 0 {
+	body, err := m.encodeRequest(method, args, cfg, "")
+	if err != nil {
+		return err
+	}
+	var expires time.Time
+	if cfg.timeout > 0 { // a cast without a timeout never expires, as in Kombu
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
 		defer cancel()
+		expires, _ = ctx.Deadline()
 	}
-	return m.publish(ctx, method, args, cfg, "")
-}
-
-// Send sends a command that wants replies and returns its ticket without
-// waiting; Gather collects the replies later. Replies that arrive in
-// between are kept for the ticket, within the mailbox's unclaimed bounds.
-func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...CallOption) (ticket string, err error) {
-	ctx, cancel, cfg, err := m.begin(ctx, opts)
-	if err != nil {
-		return "", err
-	}
-	defer cancel()
-	ticket = wire.NewID()
-	return ticket, m.publish(ctx, method, args, cfg, ticket)
-}
-
-// Gather yields the replies to a ticket returned by Send. Only Limit, To
-// and Timeout apply; with neither Limit nor To it gathers until the
-// deadline.
-func (m *Mailbox) Gather(ctx context.Context, ticket string, opts ...CallOption) iter.Seq2[reply.Reply, error] {
-	return func(yield func(reply.Reply, error) bool) {
-		ctx, cancel, cfg, err := m.begin(ctx, opts)
-		if err != nil {
-			yield(reply.Reply{}, err)
-			return
-		}
-		defer cancel()
-		rules := reply.Rules{Limit: cfg.limit}
-		if len(cfg.destination) > 0 {
-			rules.Expect = cfg.destination
-		}
-		for r, err := range reply.Collect(ctx, m.demux.Wait(ticket), rules) {
-			if !yield(r, err) {
-				return
-			}
-		}
-	}
+	return m.publish(ctx, method, body, expires)
 }
 
 // Nodes lists the names of the nodes bound to the mailbox's exchange that
-// the broker believes alive, Go and Python alike.
+// the broker believes alive, Go and Python alike. On a broker that cannot
+// list them the error wraps transport.ErrUnsupported.
 func (m *Mailbox) Nodes(ctx context.Context) ([]string, error) {
 	bs, err := m.tr.Bindings(ctx, m.exchange)
 	if err != nil {
@@ -290,84 +280,6 @@ func (m *Mailbox) Nodes(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// Expected returns the nodes a call with these options would wait for:
-// the destinations, or for a broadcast with no Limit the known nodes it
-// addresses. Nil means the call cannot know and gathers until its limit or
-// deadline.
-func (m *Mailbox) Expected(ctx context.Context, opts ...CallOption) ([]string, error) {
-	cfg, err := m.config(opts)
-	if err != nil {
-		return nil, err
-	}
-	return m.expect(ctx, cfg), nil
-}
-
-func (m *Mailbox) expect(ctx context.Context, cfg callConfig) []string {
-	if len(cfg.destination) > 0 {
-		return cfg.destination
-	}
-	if cfg.limit > 0 {
-		return nil
-	}
-	names, err := m.Nodes(ctx)
-	if err != nil {
-		m.log.Warn("pidbox: cannot list nodes; gathering until the deadline", "err", err)
-		return nil
-	}
-	if cfg.matcher == "" {
-		return names
-	}
-	re, err := compilePattern(cfg.pattern, cfg.matcher)
-	if err != nil {
-		return nil
-	}
-	out := names[:0]
-	for _, n := range names {
-		if re.MatchString(n) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func (m *Mailbox) config(opts []CallOption) (callConfig, error) {
-	var cfg callConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if cfg.limit < 0 {
-		return cfg, fmt.Errorf("%w: negative limit %d", ErrBadCall, cfg.limit)
-	}
-	if cfg.timeout < 0 {
-		return cfg, fmt.Errorf("%w: negative timeout %s", ErrBadCall, cfg.timeout)
-	}
-	if len(cfg.destination) > 0 && cfg.matcher != "" {
-		return cfg, fmt.Errorf("%w: a destination and a pattern cannot be combined", ErrBadCall)
-	}
-	if cfg.matcher != "" {
-		if _, err := compilePattern(cfg.pattern, cfg.matcher); err != nil {
-			return cfg, fmt.Errorf("%w: %w", ErrBadCall, err)
-		}
-	}
-	return cfg, nil
-}
-
-// begin readies a call that wants replies: it checks the options, bounds
-// ctx by the call's deadline and binds the reply queue. On success the
-// caller must call cancel.
-func (m *Mailbox) begin(ctx context.Context, opts []CallOption) (context.Context, context.CancelFunc, callConfig, error) {
-	cfg, err := m.config(opts)
-	if err != nil {
-		return nil, nil, cfg, err
-	}
-	ctx, cancel := m.deadline(ctx, cfg)
-	if err := m.listen(ctx); err != nil {
-		cancel()
-		return nil, nil, cfg, err
-	}
-	return ctx, cancel, cfg, nil
-}
-
 // deadline bounds ctx by the call's timeout, else the context's own
 // deadline, else the mailbox default.
 func (m *Mailbox) deadline(ctx context.Context, cfg callConfig) (context.Context, context.CancelFunc) {
@@ -380,64 +292,73 @@ func (m *Mailbox) deadline(ctx context.Context, cfg callConfig) (context.Context
 	return context.WithTimeout(ctx, m.opts.Timeout)
 }
 
-// encodeArgs serializes a command's keyword arguments, which must be a
-// map or a struct.
-func (m *Mailbox) encodeArgs(args any) (wire.Raw, error) {
-	if args == nil {
-		return nil, nil
-	}
-	b, err := m.codec.Marshal(args)
-	if err != nil {
-		return nil, fmt.Errorf("%w: arguments: %w", ErrBadCall, err)
-	}
-	if !isMap(m.codec, b) {
-		return nil, fmt.Errorf("%w: arguments must serialize to a map of keyword arguments, not %T", ErrBadCall, args)
-	}
-	return b, nil
-}
-
-func isMap(c wire.Codec, b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	if c.Name() == "msgpack" {
-		return b[0]&0xf0 == 0x80 || b[0] == 0xde || b[0] == 0xdf || b[0] == 0xc0
-	}
-	return b[0] == '{' || string(b) == "null"
-}
-
-func (m *Mailbox) publish(ctx context.Context, method string, args any, cfg callConfig, ticket string) error {
+// encodeRequest serializes a command, sealed when the mailbox seals. Its
+// keyword arguments must serialize to a map.
+func (m *Mailbox) encodeRequest(method string, args any, cfg callConfig, ticket string) (Body, error) {
 	if method == "" {
-		return fmt.Errorf("%w: empty method", ErrBadCall)
-	}
-	rawArgs, err := m.encodeArgs(args)
-	if err != nil {
-		return err
+		return Body{}, fmt.Errorf("%w: empty method", ErrBadCall)
 	}
 	req := &wire.Request{
 		Method:      method,
-		Arguments:   rawArgs,
 		Destination: cfg.destination,
 		Pattern:     cfg.pattern,
 		Matcher:     cfg.matcher,
+	}
+	if args != nil {
+		b, err := m.codec.Marshal(args)
+		if err != nil {
+			return Body{}, fmt.Errorf("%w: arguments of %s: %w", ErrBadCall, method, err)
+		}
+		if !wire.IsMap(m.codec, b) {
+			return Body{}, fmt.Errorf("%w: arguments of %s must serialize to a map of keyword arguments, not %T", ErrBadCall, method, args)
+		}
+		req.Arguments = b
 	}
 	if ticket != "" {
 		req.Ticket = ticket
 		req.ReplyTo = &wire.ReplyTo{Exchange: m.replyEx.Name, RoutingKey: m.oid}
 	}
-	body, err := wire.EncodeRequest(m.codec, req)
+	data, err := wire.EncodeRequest(m.codec, req)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadCall, err)
+		return Body{}, fmt.Errorf("%w: %w", ErrBadCall, err)
 	}
-	dl, _ := ctx.Deadline()
-	if ticket == "" && cfg.timeout == 0 {
-		dl = time.Time{} // a cast without a timeout never expires, as in Kombu
+	return m.seal(Body{ContentType: m.codec.ContentType(), ContentEncoding: m.codec.ContentEncoding(), Data: data})
+}
+
+// seal passes b through the mailbox's Sealer, if it has one.
+func (m *Mailbox) seal(b Body) (Body, error) {
+	if m.opts.Sealer == nil {
+		return b, nil
 	}
+	sealed, err := m.opts.Sealer.Seal(b)
+	if err != nil {
+		return Body{}, fmt.Errorf("pidbox: seal: %w", err)
+	}
+	return sealed, nil
+}
+
+// open checks a received envelope's content type, and its seal where the
+// mailbox seals, and returns the codec and body to decode.
+func (m *Mailbox) open(env *wire.Envelope) (wire.Codec, []byte, string, error) {
+	ct, body, signer := env.ContentType, env.Body, ""
+	if m.opts.Sealer != nil {
+		inner, s, err := m.opts.Sealer.Open(Body{ContentType: env.ContentType, ContentEncoding: env.ContentEncoding, Data: env.Body})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		ct, body, signer = inner.ContentType, inner.Data, s
+	}
+	c, err := wire.CodecFor(ct, m.opts.Accept)
+	return c, body, signer, err
+}
+
+// publish sends an encoded request on the broadcast exchange.
+func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time) error {
 	msg := wire.Encode(&wire.Envelope{
-		Body:            body,
-		ContentType:     m.codec.ContentType(),
-		ContentEncoding: m.codec.ContentEncoding(),
-		Headers:         wire.Headers{Clock: m.clock.Forward(), Expires: wire.ExpiresAt(dl)},
+		Body:            body.Data,
+		ContentType:     body.ContentType,
+		ContentEncoding: body.ContentEncoding,
+		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires)},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
 	if err := m.tr.Publish(ctx, m.exchange, "", msg); err != nil {
@@ -457,18 +378,19 @@ func (m *Mailbox) listen(ctx context.Context) error {
 	if m.replySub != nil {
 		return nil
 	}
-	b := transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: m.ReplyQueue()}
+	queue := m.oid + "." + m.replyEx.Name
+	b := transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: queue}
 	sub, err := m.tr.Subscribe(ctx, b, func(msg []byte) { _ = m.demux.Dispatch(msg) }) // the demux logs drops
 	if err != nil {
-		return fmt.Errorf("pidbox: bind reply queue %s: %w", m.ReplyQueue(), err)
+		return fmt.Errorf("pidbox: bind reply queue %s: %w", queue, err)
 	}
 	m.replySub = sub
 	return nil
 }
 
 // Close unbinds and deletes the mailbox's reply queue. Calls in progress
-// end; nodes made from the mailbox keep serving until their own context
-// ends. The transport stays open.
+// end with ErrClosed; nodes made from the mailbox keep serving until their
+// own context ends. The transport stays open.
 func (m *Mailbox) Close() error {
 	m.mu.Lock()
 	if m.closed {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -12,9 +13,9 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/reply"
 	"github.com/gopidbox/pidbox/transport"
-	"github.com/gopidbox/pidbox/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -34,7 +35,7 @@ func nodesOf(rs []reply.Reply) []string {
 func TestPingEveryNodeReturnsEarly(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w1@h", "w2@h", "w3@h")
 	start := time.Now()
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(10*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(10*time.Second)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"w1@h", "w2@h", "w3@h"}, nodesOf(rs))
 	assert.Less(t, time.Since(start), 5*time.Second, "a broadcast returns once every known node replied")
@@ -50,15 +51,16 @@ func TestPingEveryNodeReturnsEarly(t *testing.T) {
 func TestDestination(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w1@h", "w2@h", "w3@h")
 	start := time.Now()
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w1@h", "w3@h"), pidbox.Timeout(10*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w1@h", "w3@h"), pidbox.Timeout(10*time.Second)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"w1@h", "w3@h"}, nodesOf(rs))
 	assert.Less(t, time.Since(start), 5*time.Second, "returns once both destinations replied")
 
 	// A destination that does not exist: the call waits for it until the
-	// deadline, and returns what it has without error.
-	rs, err = f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w1@h", "ghost@h"), pidbox.Timeout(200*time.Millisecond))
-	require.NoError(t, err)
+	// deadline, and returns what it has, with an error that names it.
+	rs, err = replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w1@h", "ghost@h"), pidbox.Timeout(200*time.Millisecond)))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete)
+	assert.ErrorContains(t, err, "ghost@h")
 	assert.Equal(t, []string{"w1@h"}, nodesOf(rs))
 }
 
@@ -76,7 +78,7 @@ func TestPatterns(t *testing.T) {
 		{pidbox.PCRE(`1`), nil},
 	}
 	for _, tc := range cases {
-		rs, err := f.ctl.Call(context.Background(), "ping", nil, tc.opt, pidbox.Timeout(5*time.Second))
+		rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, tc.opt, pidbox.Timeout(5*time.Second)))
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, nodesOf(rs))
 	}
@@ -84,7 +86,7 @@ func TestPatterns(t *testing.T) {
 
 func TestLimit(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w1", "w2", "w3")
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.Limit(2), pidbox.Timeout(5*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.Limit(2), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	assert.Len(t, rs, 2)
 }
@@ -101,17 +103,18 @@ func TestDeadlineIsTotal(t *testing.T) {
 	f.nodes["fast"].RegisterFunc("wait", func(context.Context, *pidbox.Request) (any, error) { return "done", nil })
 
 	start := time.Now()
-	rs, err := f.ctl.Call(context.Background(), "wait", nil, pidbox.Timeout(300*time.Millisecond))
+	rs, err := replies(f.ctl.Call(context.Background(), "wait", nil, pidbox.Timeout(300*time.Millisecond)))
 	elapsed := time.Since(start)
-	require.NoError(t, err, "the deadline ends a gather normally")
+	require.ErrorIs(t, err, pidbox.ErrIncomplete, "the deadline ends a gather, naming the node missing")
+	assert.ErrorContains(t, err, "no reply: slow")
 	assert.Equal(t, []string{"fast"}, nodesOf(rs))
 	assert.GreaterOrEqual(t, elapsed, 300*time.Millisecond)
 	assert.Less(t, elapsed, 3*time.Second)
 
 	// The context's own deadline works the same way.
 	start = time.Now()
-	_, err = f.ctl.Call(ctxTimeout(t, 200*time.Millisecond), "wait", nil)
-	require.NoError(t, err)
+	_, err = replies(f.ctl.Call(ctxTimeout(t, 200*time.Millisecond), "wait", nil))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete)
 	assert.Less(t, time.Since(start), 3*time.Second)
 }
 
@@ -125,7 +128,7 @@ func TestCancellation(t *testing.T) {
 	f.start(n)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-	_, err := f.ctl.Call(ctx, "wait", nil, pidbox.Timeout(10*time.Second))
+	_, err := replies(f.ctl.Call(ctx, "wait", nil, pidbox.Timeout(10*time.Second)))
 	assert.ErrorIs(t, err, context.Canceled)
 }
 
@@ -133,7 +136,9 @@ func TestStreamStopsEarly(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "a", "b", "c", "d")
 	start := time.Now()
 	seen := 0
-	for r, err := range f.ctl.Stream(context.Background(), "ping", nil, pidbox.Timeout(10*time.Second)) {
+	call, err := f.ctl.Send(context.Background(), "ping", nil, pidbox.Timeout(10*time.Second))
+	require.NoError(t, err)
+	for r, err := range call.Replies() {
 		require.NoError(t, err)
 		require.NoError(t, r.Err)
 		seen++
@@ -144,7 +149,7 @@ func TestStreamStopsEarly(t *testing.T) {
 	assert.Equal(t, 2, seen)
 	assert.Less(t, time.Since(start), 5*time.Second)
 	// The mailbox still works after an abandoned stream.
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	assert.Len(t, rs, 4)
 }
@@ -183,17 +188,17 @@ func TestTypedHandler(t *testing.T) {
 		t.Run(ser, func(t *testing.T) {
 			f := newFleet(t, pidbox.Options{Serializer: ser})
 			typedNode(f, "w")
-			rs, err := f.ctl.Call(context.Background(), "set_level", setLevel{Level: "debug"}, pidbox.To("w"))
+			rs, err := replies(f.ctl.Call(context.Background(), "set_level", setLevel{Level: "debug"}, pidbox.To("w")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			require.NoError(t, rs[0].Err)
 			got, err := reply.As[levelSet](rs[0])
 			require.NoError(t, err)
 			assert.Equal(t, levelSet{Previous: "info", Now: "debug"}, got)
-			assert.Equal(t, ser, rs[0].Codec.Name(), "the node replies in the request's codec")
+			assert.Equal(t, map[string]string{"json": "application/json", "msgpack": "application/x-msgpack"}[ser], rs[0].ContentType)
 
 			// A map works as arguments too.
-			rs, err = f.ctl.Call(context.Background(), "set_level", map[string]any{"level": "warn"}, pidbox.To("w"))
+			rs, err = replies(f.ctl.Call(context.Background(), "set_level", map[string]any{"level": "warn"}, pidbox.To("w")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			got, err = reply.As[levelSet](rs[0])
@@ -201,15 +206,15 @@ func TestTypedHandler(t *testing.T) {
 			assert.Equal(t, "warn", got.Now)
 
 			// Arguments of the wrong type: a clear error reply.
-			rs, err = f.ctl.Call(context.Background(), "set_level", map[string]any{"level": 42}, pidbox.To("w"))
+			rs, err = replies(f.ctl.Call(context.Background(), "set_level", map[string]any{"level": 42}, pidbox.To("w")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
-			var re *pidbox.RemoteError
+			var re *reply.RemoteError
 			require.ErrorAs(t, rs[0].Err, &re)
 			assert.Contains(t, re.Message, "bad arguments for set_level")
 
 			// The handler's own error.
-			rs, err = f.ctl.Call(context.Background(), "set_level", nil, pidbox.To("w"))
+			rs, err = replies(f.ctl.Call(context.Background(), "set_level", nil, pidbox.To("w")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			assert.EqualError(t, rs[0].Err, "w: level is required")
@@ -219,7 +224,7 @@ func TestTypedHandler(t *testing.T) {
 
 func TestUnknownMethod(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w")
-	rs, err := f.ctl.Call(context.Background(), "nosuch", nil, pidbox.To("w"))
+	rs, err := replies(f.ctl.Call(context.Background(), "nosuch", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.EqualError(t, rs[0].Err, `w: unknown method "nosuch"`)
@@ -230,13 +235,13 @@ func TestPanicBecomesErrorReply(t *testing.T) {
 	n := f.node("w", pidbox.NodeOptions{})
 	n.RegisterFunc("boom", func(context.Context, *pidbox.Request) (any, error) { panic("kaboom") })
 	f.start(n)
-	rs, err := f.ctl.Call(context.Background(), "boom", nil, pidbox.To("w"))
+	rs, err := replies(f.ctl.Call(context.Background(), "boom", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	require.Error(t, rs[0].Err)
 	assert.Contains(t, rs[0].Err.Error(), "handler panicked: boom: kaboom")
 	// Still serving.
-	rs, err = f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"))
+	rs, err = replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.NoError(t, rs[0].Err)
@@ -250,7 +255,7 @@ func TestUnserializableReply(t *testing.T) {
 	n.RegisterFunc("chan", func(context.Context, *pidbox.Request) (any, error) { return make(chan int), nil })
 	f.start(n)
 	for _, m := range []string{"nan", "chan"} {
-		rs, err := f.ctl.Call(context.Background(), m, nil, pidbox.To("w"))
+		rs, err := replies(f.ctl.Call(context.Background(), m, nil, pidbox.To("w")))
 		require.NoError(t, err)
 		require.Len(t, rs, 1, m)
 		require.Error(t, rs[0].Err, m)
@@ -268,7 +273,7 @@ func TestHandlerTimeout(t *testing.T) {
 		return "late", nil
 	})
 	f.start(n)
-	rs, err := f.ctl.Call(context.Background(), "stuck", nil, pidbox.To("w"), pidbox.Timeout(5*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "stuck", nil, pidbox.To("w"), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.ErrorContains(t, rs[0].Err, "handler timed out")
@@ -292,7 +297,7 @@ func TestSlowHandlerDoesNotBlockOthers(t *testing.T) {
 		require.NoError(t, f.ctl.Cast(context.Background(), "slow", nil))
 	}
 	require.Eventually(t, func() bool { return started.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"), pidbox.Timeout(5*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	require.Len(t, rs, 1, "ping answers while slow holds its slots")
 	st := n.Stats()
@@ -312,7 +317,7 @@ func TestExpiredRequestDropped(t *testing.T) {
 	require.NoError(t, err)
 	publish := func(expires time.Time) {
 		msg := wire.Encode(&wire.Envelope{Body: body, ContentType: "application/json", Headers: wire.Headers{Clock: 1, Expires: wire.ExpiresAt(expires)}})
-		require.NoError(t, f.tr.Publish(context.Background(), f.ctl.Exchange(), "", msg))
+		require.NoError(t, f.tr.Publish(context.Background(), celeryExchange, "", msg))
 	}
 	publish(time.Now().Add(-time.Second))
 	publish(time.Time{})               // never expires
@@ -324,23 +329,24 @@ func TestExpiredRequestDropped(t *testing.T) {
 
 func TestShutdown(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "a", "b")
-	// A call to shutdown gets no reply: it waits for its deadline.
-	rs, err := f.ctl.Call(context.Background(), "shutdown", nil, pidbox.To("a"), pidbox.Timeout(300*time.Millisecond))
-	require.NoError(t, err)
+	// A call to shutdown gets no reply: it waits for its deadline, by
+	// which the node has stopped and unbound.
+	rs, err := replies(f.ctl.Call(context.Background(), "shutdown", nil, pidbox.To("a"), pidbox.Timeout(300*time.Millisecond)))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete)
 	assert.Empty(t, rs)
 	assert.NoError(t, f.done["a"].wait(t, 5*time.Second), "a remote shutdown is a clean stop")
 	names, err := f.ctl.Nodes(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b"}, names, "a stopped node unbinds its queue")
-	rs, err = f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+	rs, err = replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b"}, nodesOf(rs))
 }
 
 func TestHelloAndClock(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "a", "b")
-	rs, err := f.ctl.Call(context.Background(), "hello", pidbox.HelloArgs{FromNode: "a"}, pidbox.Timeout(300*time.Millisecond))
-	require.NoError(t, err)
+	rs, err := replies(f.ctl.Call(context.Background(), "hello", pidbox.HelloArgs{FromNode: "a"}, pidbox.Timeout(300*time.Millisecond)))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete, "a is expected, but sends no hello to itself")
 	assert.Equal(t, []string{"b"}, nodesOf(rs), "no hello reply to itself")
 	h, err := reply.As[pidbox.HelloReply](rs[0])
 	require.NoError(t, err)
@@ -348,7 +354,7 @@ func TestHelloAndClock(t *testing.T) {
 
 	// Clocks: a node moves past the clock it sees on a request.
 	f.ctl.Clock().Adjust(1000)
-	rs, err = f.ctl.Call(context.Background(), "clock", nil, pidbox.To("a"))
+	rs, err = replies(f.ctl.Call(context.Background(), "clock", nil, pidbox.To("a")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	c, err := reply.As[pidbox.ClockReply](rs[0])
@@ -360,13 +366,13 @@ func TestHelloAndClock(t *testing.T) {
 func TestStats(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w")
 	for range 3 {
-		_, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"))
+		_, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w")))
 		require.NoError(t, err)
 	}
-	rs, err := f.ctl.Call(context.Background(), "stats", nil, pidbox.To("w"))
+	rs, err := replies(f.ctl.Call(context.Background(), "stats", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
-	st, err := reply.As[pidbox.Stats](rs[0])
+	st, err := reply.As[pidbox.NodeStats](rs[0])
 	require.NoError(t, err)
 	assert.Equal(t, "w", st.Hostname)
 	assert.Positive(t, st.PID)
@@ -384,12 +390,12 @@ func TestReplaceAndRemoveBuiltins(t *testing.T) {
 	n.RegisterFunc("ping", func(context.Context, *pidbox.Request) (any, error) { return pidbox.OK{OK: "custom pong"}, nil })
 	f.start(n)
 	assert.Equal(t, []string{"clock", "hello", "ping", "stats"}, n.Methods())
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	v, _ := reply.As[pidbox.OK](rs[0])
 	assert.Equal(t, "custom pong", v.OK)
-	rs, err = f.ctl.Call(context.Background(), "shutdown", nil, pidbox.To("w"))
+	rs, err = replies(f.ctl.Call(context.Background(), "shutdown", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.ErrorContains(t, rs[0].Err, "unknown method")
@@ -397,36 +403,89 @@ func TestReplaceAndRemoveBuiltins(t *testing.T) {
 
 func TestSendThenGather(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "a", "b")
-	ticket, err := f.ctl.Send(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+	call, err := f.ctl.Send(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return f.ctl.Stats().Kept == 2 }, 5*time.Second, 5*time.Millisecond, "replies kept for the ticket")
+	assert.Equal(t, []string{"a", "b"}, sorted(call.Expected()))
+	require.Eventually(t, func() bool { return f.ctl.ReplyStats().Delivered == 2 }, 5*time.Second, 5*time.Millisecond, "replies held for the call")
 	var got []reply.Reply
-	for r, err := range f.ctl.Gather(context.Background(), ticket, pidbox.Limit(2), pidbox.Timeout(5*time.Second)) {
+	for r, err := range call.Replies() {
 		require.NoError(t, err)
 		got = append(got, r)
 	}
 	assert.Equal(t, []string{"a", "b"}, nodesOf(got))
+	assert.Equal(t, map[string]pidbox.Outcome{"a": pidbox.Replied, "b": pidbox.Replied}, call.Outcomes())
+	for _, err := range call.Replies() {
+		assert.ErrorIs(t, err, pidbox.ErrBadCall, "a second range is refused")
+	}
 }
+
+func TestNodeRepliesInItsOwnSerializer(t *testing.T) {
+	f := newFleet(t, pidbox.Options{Serializer: "msgpack"})
+	mb, err := pidbox.New(f.tr, pidbox.Options{Logger: quiet}) // json, as a Kombu node's default
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mb.Close() })
+	n := mb.NewNode("w", pidbox.NodeOptions{})
+	f.nodes["w"] = n
+	f.start(n)
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"), pidbox.Timeout(5*time.Second)))
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	assert.Equal(t, "application/json", rs[0].ContentType, "a node replies in its mailbox's serializer, as Kombu's Node.reply")
+}
+
+func TestOutcomes(t *testing.T) {
+	f := newFleet(t, pidbox.Options{}, "a", "b")
+	f.nodes["b"].RegisterFunc("boom", func(context.Context, *pidbox.Request) (any, error) { return nil, errors.New("no") })
+	slow := f.node("slow", pidbox.NodeOptions{})
+	slow.RegisterFunc("boom", func(ctx context.Context, _ *pidbox.Request) (any, error) {
+		<-ctx.Done()
+		return nil, pidbox.ErrNoReply
+	})
+	f.start(slow)
+
+	res, err := f.ctl.Call(context.Background(), "boom", nil, pidbox.To("a", "b", "slow", "ghost"), pidbox.Timeout(300*time.Millisecond))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete)
+	assert.ErrorContains(t, err, "no reply: slow")
+	assert.ErrorContains(t, err, "not known to the broker: ghost")
+	assert.Equal(t, map[string]pidbox.Outcome{
+		"a": pidbox.Failed, "b": pidbox.Failed, "slow": pidbox.NoReply, "ghost": pidbox.Unknown,
+	}, res.Outcomes)
+	assert.Equal(t, []string{"ghost", "slow"}, res.Missing())
+	assert.Len(t, res.Replies, 2)
+
+	// A clean finish is no error; a broadcast expects every live node.
+	res, err = f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	assert.Empty(t, res.Missing())
+	assert.Len(t, res.Outcomes, 3)
+
+	// A limit that is reached is a clean finish too.
+	_, err = f.ctl.Call(context.Background(), "boom", nil, pidbox.To("a", "slow"), pidbox.Limit(1), pidbox.Timeout(300*time.Millisecond))
+	require.NoError(t, err)
+}
+
+func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
 
 func TestDirectMailbox(t *testing.T) {
 	f := newFleet(t, pidbox.Options{Type: transport.Direct, Namespace: "app"}, "a", "b")
-	assert.Equal(t, transport.Exchange{Name: "app.pidbox", Kind: transport.Direct}, f.ctl.Exchange())
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b"}, nodesOf(rs))
-	assert.True(t, strings.HasSuffix(f.ctl.ReplyQueue(), ".reply.app.pidbox"))
+	bs, err := f.tr.Bindings(context.Background(), transport.Exchange{Name: "app.pidbox", Kind: transport.Direct})
+	require.NoError(t, err)
+	assert.Len(t, bs, 2, "nodes bind to the namespace's exchange")
 }
 
 func TestBadCalls(t *testing.T) {
 	f := newFleet(t, pidbox.Options{}, "w")
 	ctx := context.Background()
 	cases := map[string]error{}
-	_, cases["destination and pattern"] = f.ctl.Call(ctx, "ping", nil, pidbox.To("w"), pidbox.Glob("w*"))
-	_, cases["negative limit"] = f.ctl.Call(ctx, "ping", nil, pidbox.Limit(-1))
-	_, cases["args not a map"] = f.ctl.Call(ctx, "ping", "just a string")
-	_, cases["args unserializable"] = f.ctl.Call(ctx, "ping", map[string]any{"c": make(chan int)})
-	_, cases["bad pcre"] = f.ctl.Call(ctx, "ping", nil, pidbox.PCRE(`(?<=x)w`))
-	_, cases["empty method"] = f.ctl.Call(ctx, "", nil)
+	_, cases["destination and pattern"] = replies(f.ctl.Call(ctx, "ping", nil, pidbox.To("w"), pidbox.Glob("w*")))
+	_, cases["negative limit"] = replies(f.ctl.Call(ctx, "ping", nil, pidbox.Limit(-1)))
+	_, cases["args not a map"] = replies(f.ctl.Call(ctx, "ping", "just a string"))
+	_, cases["args unserializable"] = replies(f.ctl.Call(ctx, "ping", map[string]any{"c": make(chan int)}))
+	_, cases["bad pcre"] = replies(f.ctl.Call(ctx, "ping", nil, pidbox.PCRE(`(?<=x)w`)))
+	_, cases["empty method"] = replies(f.ctl.Call(ctx, "", nil))
 	cases["cast args not a map"] = f.ctl.Cast(ctx, "ping", 42)
 	for name, err := range cases {
 		assert.ErrorIs(t, err, pidbox.ErrBadCall, name)
@@ -444,7 +503,7 @@ func TestCloseEndsCalls(t *testing.T) {
 	f.start(n)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := f.ctl.Call(context.Background(), "wait", nil, pidbox.Timeout(30*time.Second))
+		_, err := replies(f.ctl.Call(context.Background(), "wait", nil, pidbox.Timeout(30*time.Second)))
 		errc <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -455,7 +514,7 @@ func TestCloseEndsCalls(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("call still running after Close")
 	}
-	_, err := f.ctl.Call(context.Background(), "ping", nil)
+	_, err := replies(f.ctl.Call(context.Background(), "ping", nil))
 	assert.ErrorIs(t, err, pidbox.ErrClosed)
 }
 
@@ -482,11 +541,11 @@ func TestNodeSurvivesBadInput(t *testing.T) {
 		env("application/json", make([]byte, 100<<10)),
 	}
 	for _, m := range bad {
-		require.NoError(t, f.tr.Publish(context.Background(), f.ctl.Exchange(), "", m))
+		require.NoError(t, f.tr.Publish(context.Background(), celeryExchange, "", m))
 	}
 	require.Eventually(t, func() bool { return n.Stats().Received == uint64(len(bad)) }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, uint64(len(bad)), n.Stats().Dropped)
-	rs, err := f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w"))
+	rs, err := replies(f.ctl.Call(context.Background(), "ping", nil, pidbox.To("w")))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.NoError(t, rs[0].Err)

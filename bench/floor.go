@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
 	goredis "github.com/redis/go-redis/v9"
 )
 

@@ -37,7 +37,7 @@ func (b *bench) idleRSS() {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To("idle@bench"), pidbox.Timeout(200*time.Millisecond))
-		if err == nil && len(rs) == 1 {
+		if err == nil && len(rs.Replies) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

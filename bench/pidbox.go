@@ -80,8 +80,8 @@ func (b *bench) sequential() {
 	call := func() {
 		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(dest), pidbox.Timeout(5*time.Second))
 		check(err)
-		if len(rs) != 1 {
-			check(fmt.Errorf("sequential call: %d replies", len(rs)))
+		if len(rs.Replies) != 1 {
+			check(fmt.Errorf("sequential call: %d replies", len(rs.Replies)))
 		}
 	}
 	floorCall, stopFloor := b.floorSequential()
@@ -131,7 +131,7 @@ func (b *bench) concurrent() {
 				t := time.Now()
 				rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(dest), pidbox.Timeout(5*time.Second))
 				check(err)
-				if len(rs) == 1 {
+				if len(rs.Replies) == 1 {
 					calls.Add(1)
 					mine = append(mine, time.Since(t))
 				}
@@ -181,8 +181,8 @@ func (b *bench) gatherPidbox(ctl *pidbox.Mailbox, n, it int, opts ...pidbox.Call
 		rs, err := ctl.Call(context.Background(), "ping", nil, opts...)
 		d := time.Since(t)
 		check(err)
-		if len(rs) != n {
-			check(fmt.Errorf("gather of %d nodes got %d replies", n, len(rs)))
+		if len(rs.Replies) != n {
+			check(fmt.Errorf("gather of %d nodes got %d replies", n, len(rs.Replies)))
 		}
 		lat = append(lat, d)
 	}

@@ -146,10 +146,15 @@ func TestMemoryBroker(t *testing.T) {
 	assert.Contains(t, r.stdout, "2 nodes replied.")
 	assert.NotContains(t, r.stdout, "worker3")
 
-	// A destination that does not reply: exit status 1.
+	// A destination that does not exist: exit status 3, and the reason.
 	r = controller(t, "--broker", "memory://", "ping", "-d", "worker1@demo,ghost@demo", "--timeout", "300ms")
+	assert.Equal(t, 3, r.code)
+	assert.Contains(t, r.stdout, "No reply from: ghost@demo (not known to the broker)")
+
+	// None replies: exit status 1.
+	r = controller(t, "--broker", "memory://", "ping", "-d", "ghost@demo", "--timeout", "300ms")
 	assert.Equal(t, 1, r.code)
-	assert.Contains(t, r.stdout, "No reply from: ghost@demo")
+	assert.Contains(t, r.stderr, "no nodes replied")
 
 	r = controller(t, "--broker", "memory://", "cast", "pause")
 	assert.Equal(t, 0, r.code, r.stderr)

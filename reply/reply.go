@@ -1,27 +1,27 @@
-// Package reply gathers the replies to pidbox calls.
-//
-// A mailbox reads one reply queue. Its Demux decodes each message, checks
-// expiry, and routes the reply by ticket to the Inbox of the call waiting for
-// it; replies nobody waits for yet are kept, bounded in count and age, for a
-// later gather of their ticket. Collect turns an Inbox into a stream that ends
-// at whichever comes first: the reply limit, every expected node having
-// replied, the deadline, or cancellation.
+// Package reply holds what a caller gets back from a pidbox call: each
+// node's Reply, a generic As to decode it, and RemoteError for the nodes
+// that answered with an error.
 package reply
 
 import (
 	"fmt"
 
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
 )
+
+// Raw is a value still in its serialized form: JSON text or msgpack bytes,
+// as named by the content type of the message it came in.
+type Raw []byte
 
 // Reply is one node's answer to a call.
 type Reply struct {
 	// Node is the replying node's name, such as "celery@host".
 	Node string
 	// Value is the reply value, still serialized; see Decode.
-	Value wire.Raw
-	// Codec is the codec Value is serialized with.
-	Codec wire.Codec
+	Value Raw
+	// ContentType is the serializer Value is in: "application/json" or
+	// "application/x-msgpack".
+	ContentType string
 	// Clock is the node's Lamport time when it replied.
 	Clock uint64
 	// Err is a *RemoteError when the node replied {"error": "..."}.
@@ -29,15 +29,18 @@ type Reply struct {
 	// Duplicate is set when the same node name already replied to this
 	// call: two live nodes share one name.
 	Duplicate bool
+	// Signer is the verified signer of a signed reply, empty otherwise.
+	Signer string
 }
 
 // Decode parses the reply value into v, a pointer. Structs are matched by
-// their json tags, whichever codec the reply used.
+// their json tags, whichever serializer the reply used.
 func (r Reply) Decode(v any) error {
-	if r.Codec == nil {
-		return fmt.Errorf("pidbox: reply from %q has no codec", r.Node)
+	c, err := wire.CodecOf(r.ContentType)
+	if err != nil {
+		return fmt.Errorf("pidbox: reply from %q: %w", r.Node, err)
 	}
-	if err := r.Codec.Unmarshal(r.Value, v); err != nil {
+	if err := c.Unmarshal(r.Value, v); err != nil {
 		return fmt.Errorf("pidbox: decode reply from %q into %T: %w", r.Node, v, err)
 	}
 	return nil

@@ -26,6 +26,11 @@ import (
 // subscription.
 var ErrClosed = errors.New("transport: closed")
 
+// ErrUnsupported is returned, wrapped, for an operation the broker cannot
+// do, such as listing an exchange's bindings on AMQP 0.9.1 without
+// RabbitMQ's management API.
+var ErrUnsupported = errors.New("transport: not supported by this broker")
+
 // Kind is the type of an exchange.
 type Kind string
 
@@ -96,6 +101,8 @@ type Transport interface {
 	Subscriber
 	// Bindings lists the queues bound to ex that the broker believes to be
 	// alive. Mailboxes use it to know which nodes to expect replies from.
+	// A broker that cannot list bindings returns an error wrapping
+	// ErrUnsupported.
 	Bindings(ctx context.Context, ex Exchange) ([]Binding, error)
 	// Close closes every subscription and releases the connection.
 	Close() error

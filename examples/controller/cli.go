@@ -21,6 +21,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// Exit statuses.
+const (
+	exitOK      = 0 // every expected node replied
+	exitNoReply = 1 // no node replied, or the command failed
+	exitUsage   = 2 // a mistake on the command line
+	exitMissing = 3 // some nodes replied, but an expected node did not
+)
+
 // usageError is a mistake on the command line: exit status 2.
 type usageError struct{ error }
 
@@ -51,10 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "controller: %v\nRun 'controller --help' for usage.\n", err)
-		return 2
+		return exitUsage
 	}
 	fmt.Fprintf(stderr, "controller: %v\n", oneLine(err))
-	return 1
+	return exitNoReply
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
@@ -68,6 +76,12 @@ mailbox (Kombu/Celery's wire format on Redis) and prints their replies.
 
 It returns as soon as every destination replied, the --limit was reached,
 or every node known to be alive replied; otherwise at --timeout.
+
+Exit status: 0 every expected node replied; 1 no node replied, or the
+command failed; 2 usage error; 3 some nodes replied, but an expected node
+(a destination, or a node known to be alive) did not. Missing nodes are
+listed with the reason: no reply before the deadline, or not known to the
+broker.
 
 Broker URLs: redis://[user:pass@]host:port/db, rediss://..., unix:///path,
 and memory:// for an in-process demo fleet of three workers.`,
@@ -259,18 +273,27 @@ func (c *cli) call(ctx context.Context, method string, pairs []string) error {
 		return err
 	}
 	defer s.close()
-	return c.gather(ctx, s.mb, method, args, opts, c.destination)
+	return c.gather(ctx, s.mb, method, args, opts)
 }
 
 // gather streams the replies of a call to stdout and sets the exit status:
-// 1 unless a node replied, and every destination did.
-func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, args map[string]any, opts []pidbox.CallOption, destination []string) error {
-	expected, _ := mb.Expected(ctx, opts...)
-	progress := newProgress(c.stderr, len(expected))
+// exitNoReply unless a node replied, exitMissing when an expected node
+// did not.
+func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, args map[string]any, opts []pidbox.CallOption) error {
+	call, err := mb.Send(ctx, method, args, opts...)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(c.stderr, len(call.Expected()))
 	values := map[string]json.RawMessage{}
 	replied := map[string]bool{}
 	var order, duplicates []string
-	for r, err := range mb.Stream(ctx, method, args, opts...) {
+	var incomplete error
+	for r, err := range call.Replies() {
+		if errors.Is(err, pidbox.ErrIncomplete) {
+			incomplete = err
+			break
+		}
 		if err != nil {
 			progress.done()
 			return err
@@ -295,12 +318,14 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 	}
 	progress.done()
 
+	outcomes := call.Outcomes()
 	var missing []string
-	for _, d := range destination {
-		if !replied[d] {
-			missing = append(missing, d)
+	for n, o := range outcomes {
+		if o == pidbox.NoReply || o == pidbox.Unknown {
+			missing = append(missing, n)
 		}
 	}
+	sort.Strings(missing)
 	if c.jsonOut {
 		out, err := json.Marshal(values)
 		if err != nil {
@@ -312,15 +337,20 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 		if len(duplicates) > 0 {
 			fmt.Fprintf(c.stdout, "Duplicate node names (more than one live node replied as): %s\n", strings.Join(duplicates, ", "))
 		}
-		if len(missing) > 0 {
-			fmt.Fprintf(c.stdout, "No reply from: %s\n", strings.Join(missing, ", "))
+		for _, n := range missing {
+			reason := "no reply before the deadline"
+			if outcomes[n] == pidbox.Unknown {
+				reason = "not known to the broker"
+			}
+			fmt.Fprintf(c.stdout, "No reply from: %s (%s)\n", n, reason)
 		}
 	}
-	if len(order) == 0 || len(missing) > 0 {
-		if len(order) == 0 {
-			fmt.Fprintf(c.stderr, "controller: no nodes replied within %s\n", c.timeout)
-		}
-		c.exit = 1
+	switch {
+	case len(order) == 0:
+		fmt.Fprintf(c.stderr, "controller: no nodes replied within %s\n", c.timeout)
+		c.exit = exitNoReply
+	case incomplete != nil || len(missing) > 0:
+		c.exit = exitMissing
 	}
 	return nil
 }
@@ -334,7 +364,7 @@ func plural(n int, one, many string) string {
 
 // asJSON returns a reply value as JSON, whatever codec it came in.
 func asJSON(r reply.Reply) json.RawMessage {
-	if r.Codec != nil && r.Codec.Name() == "json" && json.Valid(r.Value) {
+	if r.ContentType == "application/json" && json.Valid(r.Value) {
 		return json.RawMessage(r.Value)
 	}
 	var v any
@@ -354,7 +384,7 @@ func asJSON(r reply.Reply) json.RawMessage {
 func (c *cli) say(r reply.Reply) {
 	status, body := "OK", asJSON(r)
 	if r.Err != nil {
-		var re *pidbox.RemoteError
+		var re *reply.RemoteError
 		if errors.As(r.Err, &re) {
 			status, body = "ERROR", mustJSON(re.Message)
 		}
@@ -416,8 +446,7 @@ func (c *cli) cast(ctx context.Context, method string, pairs []string) error {
 }
 
 func (c *cli) nodes(ctx context.Context) error {
-	opts, err := c.options()
-	if err != nil {
+	if _, err := c.options(); err != nil {
 		return err
 	}
 	s, err := c.open(ctx)
@@ -425,15 +454,28 @@ func (c *cli) nodes(ctx context.Context) error {
 		return err
 	}
 	defer s.close()
-	names, err := s.mb.Expected(ctx, opts...)
+	all, err := s.mb.Nodes(ctx)
 	if err != nil {
 		return err
+	}
+	var names []string
+	for _, n := range all {
+		ok := len(c.destination) == 0 || slices.Contains(c.destination, n)
+		if ok && c.pattern != "" {
+			ok, err = pidbox.Match(n, c.pattern, c.matcher)
+			if err != nil {
+				return usagef("--pattern: %v", err)
+			}
+		}
+		if ok {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	if c.jsonOut {
 		out := map[string]any{}
 		for _, n := range names {
-			out[n] = map[string]string{"queue": n + "." + s.mb.Exchange().Name}
+			out[n] = map[string]string{"queue": n + "." + s.mb.Namespace() + ".pidbox"}
 		}
 		fmt.Fprintln(c.stdout, string(mustJSON(out)))
 	} else {
@@ -443,7 +485,7 @@ func (c *cli) nodes(ctx context.Context) error {
 		fmt.Fprintf(c.stdout, "\n%d %s known.\n", len(names), plural(len(names), "node", "nodes"))
 	}
 	if len(names) == 0 {
-		c.exit = 1
+		c.exit = exitNoReply
 	}
 	return nil
 }

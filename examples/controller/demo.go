@@ -61,7 +61,7 @@ func (c *cli) demo(ctx context.Context) error {
 		}
 		fmt.Fprintf(c.stdout, "$ controller %s\n", s.cmdline)
 		start := time.Now()
-		if err := c.gather(ctx, mb, s.method, s.args, append(s.opts, pidbox.Timeout(2*time.Second)), s.dest); err != nil {
+		if err := c.gather(ctx, mb, s.method, s.args, append(s.opts, pidbox.Timeout(2*time.Second))); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "(%s)\n", time.Since(start).Round(10*time.Microsecond))
@@ -87,6 +87,6 @@ func (c *cli) demo(ctx context.Context) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c.exit = 0
+	c.exit = exitOK
 	return nil
 }

@@ -12,8 +12,9 @@
 //
 // It returns as soon as it has what it asked for: every destination
 // replied, the limit was reached, or every node known to be alive replied.
-// Exit status: 0 when a node replied (all destinations, when given), 1
-// when not, 2 on a usage error.
+// Exit status: 0 when every expected node replied; 1 when no node replied
+// or the command failed; 2 on a usage error; 3 when some nodes replied but
+// an expected node (a destination, or a node known to be alive) did not.
 package main
 
 import (

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/gopidbox/pidbox/internal/ratelog"
 	"github.com/gopidbox/pidbox/transport"
 )
 
@@ -27,7 +28,8 @@ type Options struct {
 	// QueueLimit bounds every queue; further messages are dropped.
 	// Zero means DefaultQueueLimit.
 	QueueLimit int
-	// Logger receives a warning when a full queue drops a message.
+	// Logger receives a warning (rate-limited) when a full queue drops a
+	// message.
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -35,7 +37,7 @@ type Options struct {
 // Broker is an in-process transport.Transport. Create it with New.
 type Broker struct {
 	limit int
-	log   *slog.Logger
+	log   *ratelog.Logger // a full queue drops every message: rate-limited
 
 	mu       sync.Mutex
 	closed   bool
@@ -47,17 +49,21 @@ type Broker struct {
 
 var _ transport.Transport = (*Broker)(nil)
 
+func (o *Options) setDefaults() {
+	if o.QueueLimit <= 0 {
+		o.QueueLimit = DefaultQueueLimit
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
 // New returns an empty broker.
 func New(opts Options) *Broker {
-	if opts.QueueLimit <= 0 {
-		opts.QueueLimit = DefaultQueueLimit
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.setDefaults()
 	return &Broker{
 		limit:    opts.QueueLimit,
-		log:      opts.Logger,
+		log:      ratelog.New(opts.Logger),
 		bindings: map[string][]transport.Binding{},
 		queues:   map[string]*queue{},
 		fanout:   map[string][]*subscription{},

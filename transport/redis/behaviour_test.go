@@ -12,16 +12,16 @@ import (
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
 	"github.com/gopidbox/pidbox/internal/testlog"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
-	"github.com/gopidbox/pidbox/wire"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func ping(t *testing.T, ctl *pidbox.Mailbox, node string, timeout time.Duration) error {
-	rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(node), pidbox.Timeout(timeout))
+	rs, err := replies(ctl.Call(context.Background(), "ping", nil, pidbox.To(node), pidbox.Timeout(timeout)))
 	if err != nil {
 		return err
 	}
@@ -48,8 +48,8 @@ func TestNoKeyWithoutTTL(t *testing.T) {
 		ctl, err := pidbox.New(tr, pidbox.Options{Type: kind, Logger: quiet})
 		require.NoError(t, err)
 		for range 5 {
-			rs, err := ctl.Call(ctx, "slow", nil, pidbox.To("slow@h"), pidbox.Timeout(100*time.Millisecond))
-			require.NoError(t, err)
+			rs, err := replies(ctl.Call(ctx, "slow", nil, pidbox.To("slow@h"), pidbox.Timeout(100*time.Millisecond)))
+			require.ErrorIs(t, err, pidbox.ErrIncomplete)
 			assert.Empty(t, rs)
 		}
 		// Late replies land in the open mailbox's reply list...

@@ -41,7 +41,7 @@ func BenchmarkCall(b *testing.B) {
 	defer ctl.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To("bench@h"), pidbox.Timeout(5*time.Second))
+		rs, err := replies(ctl.Call(context.Background(), "ping", nil, pidbox.To("bench@h"), pidbox.Timeout(5*time.Second)))
 		if err != nil || len(rs) != 1 {
 			b.Fatal(err, len(rs))
 		}
@@ -78,7 +78,7 @@ func BenchmarkGather100(b *testing.B) {
 	defer ctl.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.Limit(n), pidbox.Timeout(5*time.Second))
+		rs, err := replies(ctl.Call(context.Background(), "ping", nil, pidbox.Limit(n), pidbox.Timeout(5*time.Second)))
 		if err != nil || len(rs) != n {
 			b.Fatal(err, len(rs))
 		}

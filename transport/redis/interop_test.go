@@ -150,7 +150,7 @@ func TestInteropGoControllerKombuNodes(t *testing.T) {
 			ctx := context.Background()
 
 			start := time.Now()
-			rs, err := ctl.Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second))
+			rs, err := replies(ctl.Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second)))
 			require.NoError(t, err)
 			assert.Equal(t, []string{"py1@h", "py2@x"}, names(rs))
 			assert.Less(t, time.Since(start), 3*time.Second, "returns once the known nodes replied")
@@ -160,35 +160,35 @@ func TestInteropGoControllerKombuNodes(t *testing.T) {
 				assert.Equal(t, "pong", ok.OK)
 			}
 
-			rs, err = ctl.Call(ctx, "echo", echoArgs{A: 1, B: "x"}, pidbox.To("py1@h"))
+			rs, err = replies(ctl.Call(ctx, "echo", echoArgs{A: 1, B: "x"}, pidbox.To("py1@h")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			got, err := reply.As[echoArgs](rs[0])
 			require.NoError(t, err)
 			assert.Equal(t, echoArgs{A: 1, B: "x"}, got)
 
-			rs, err = ctl.Call(ctx, "fail", nil, pidbox.To("py1@h"))
+			rs, err = replies(ctl.Call(ctx, "fail", nil, pidbox.To("py1@h")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
-			var re *pidbox.RemoteError
+			var re *reply.RemoteError
 			require.ErrorAs(t, rs[0].Err, &re)
 			assert.Equal(t, "ValueError('bad thing')", re.Message)
 
-			rs, err = ctl.Call(ctx, "nosuch", nil, pidbox.To("py2@x"))
+			rs, err = replies(ctl.Call(ctx, "nosuch", nil, pidbox.To("py2@x")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			assert.EqualError(t, rs[0].Err, "py2@x: KeyError('nosuch')")
 
-			rs, err = ctl.Call(ctx, "ping", nil, pidbox.Glob("py1*"), pidbox.Timeout(5*time.Second))
+			rs, err = replies(ctl.Call(ctx, "ping", nil, pidbox.Glob("py1*"), pidbox.Timeout(5*time.Second)))
 			require.NoError(t, err)
 			assert.Equal(t, []string{"py1@h"}, names(rs))
-			rs, err = ctl.Call(ctx, "ping", nil, pidbox.PCRE(`py.@x`), pidbox.Timeout(5*time.Second))
+			rs, err = replies(ctl.Call(ctx, "ping", nil, pidbox.PCRE(`py.@x`), pidbox.Timeout(5*time.Second)))
 			require.NoError(t, err)
 			assert.Equal(t, []string{"py2@x"}, names(rs))
 
 			// The Kombu node adjusts its clock from ours.
 			ctl.Clock().Adjust(1000)
-			rs, err = ctl.Call(ctx, "clock", nil, pidbox.To("py1@h"))
+			rs, err = replies(ctl.Call(ctx, "clock", nil, pidbox.To("py1@h")))
 			require.NoError(t, err)
 			require.Len(t, rs, 1)
 			c, err := reply.As[pidbox.ClockReply](rs[0])
@@ -261,12 +261,12 @@ func TestInteropCelery(t *testing.T) {
 	ctl := mailbox(t, tr, v)
 	ctx := context.Background()
 
-	rs, err := ctl.Call(ctx, "ping", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second))
+	rs, err := replies(ctl.Call(ctx, "ping", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	assert.JSONEq(t, `{"ok": "pong"}`, string(rs[0].Value))
 
-	rs, err = ctl.Call(ctx, "stats", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second))
+	rs, err = replies(ctl.Call(ctx, "stats", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	stats, err := reply.As[map[string]any](rs[0])
@@ -274,7 +274,7 @@ func TestInteropCelery(t *testing.T) {
 	assert.Contains(t, stats, "pid")
 	assert.Contains(t, stats, "broker")
 
-	rs, err = ctl.Call(ctx, "clock", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second))
+	rs, err = replies(ctl.Call(ctx, "clock", nil, pidbox.To("celery@interop"), pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	require.Len(t, rs, 1)
 	_, err = reply.As[pidbox.ClockReply](rs[0])
@@ -302,7 +302,7 @@ func TestInteropCelery(t *testing.T) {
 	// A broadcast with no limit returns as soon as both known nodes
 	// replied, where Celery waits its whole timeout.
 	start := time.Now()
-	rs, err = ctl.Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second))
+	rs, err = replies(ctl.Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"celery@interop", "go@interop"}, names(rs))
 	assert.Less(t, time.Since(start), 3*time.Second)

@@ -2,10 +2,13 @@ package redis_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/reply"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 	"github.com/gopidbox/pidbox/transport/transporttest"
@@ -13,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"log/slog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,4 +66,13 @@ func TestConformanceFromClient(t *testing.T) {
 	require.NoError(t, tr.Close())
 	require.NoError(t, client.Ping(context.Background()).Err())
 	assert.Equal(t, srv.Addr(), tr.Addr())
+}
+
+// replies unpacks a Call's result for tests that look at the replies
+// alone, keeping the error.
+func replies(res *pidbox.Result, err error) ([]reply.Reply, error) {
+	if res == nil {
+		return nil, err
+	}
+	return res.Replies, err
 }

@@ -3,7 +3,7 @@ package wire_test
 import (
 	"testing"
 
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
 )
 
 func sampleRequest() *wire.Request {

@@ -1,12 +1,12 @@
-package reply_test
+package demux_test
 
 import (
 	"fmt"
 	"log/slog"
 	"testing"
 
-	"github.com/gopidbox/pidbox/reply"
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/demux"
+	"github.com/gopidbox/pidbox/internal/wire"
 )
 
 // BenchmarkDemux routes a reply envelope to a waiting call: decode,
@@ -15,7 +15,7 @@ import (
 func BenchmarkDemux(b *testing.B) {
 	for _, c := range wire.Codecs() {
 		b.Run(c.Name(), func(b *testing.B) {
-			d := reply.NewDemux(reply.Options{Logger: slog.New(slog.DiscardHandler)})
+			d := demux.New(demux.Options{Logger: slog.New(slog.DiscardHandler)})
 			in := d.Wait("T")
 			defer in.Close()
 			msg := msg{ticket: "T", node: "worker1@host", value: map[string]string{"ok": "pong"}, codec: c}.encode(b)
@@ -37,7 +37,7 @@ func BenchmarkDemux(b *testing.B) {
 
 // BenchmarkDemuxUnclaimed keeps replies nobody waits for, at the bound.
 func BenchmarkDemuxUnclaimed(b *testing.B) {
-	d := reply.NewDemux(reply.Options{Logger: slog.New(slog.DiscardHandler), MaxUnclaimed: 1000})
+	d := demux.New(demux.Options{Logger: slog.New(slog.DiscardHandler), MaxUnclaimed: 1000})
 	msgs := make([][]byte, 4096)
 	for i := range msgs {
 		msgs[i] = pong(fmt.Sprint("t", i), "w").encode(b)

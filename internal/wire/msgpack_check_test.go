@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

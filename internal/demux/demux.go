@@ -1,4 +1,4 @@
-package reply
+package demux
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox/clock"
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/ratelog"
+	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/gopidbox/pidbox/reply"
 )
 
 // Defaults for Options.
@@ -24,16 +26,20 @@ var ErrClosed = errors.New("pidbox: mailbox closed")
 
 // Options configure a Demux. The zero value works.
 type Options struct {
-	// Accept lists the serializer names or content types replies may use.
-	// Nil means json and msgpack.
-	Accept []string
+	// Open checks an envelope's content type (and signature, where
+	// replies are signed) and returns the codec and the body to decode.
+	// Nil means wire.Open with json and msgpack accepted.
+	Open func(env *wire.Envelope) (c wire.Codec, body []byte, signer string, err error)
+	// VerifyNode, when set, checks that a reply's signer may speak for the
+	// node the reply names.
+	VerifyNode func(signer, node string) error
 	// MaxSize refuses reply envelopes above this many bytes; 0 means no
 	// limit.
 	MaxSize int
 	// Clock is adjusted by the clock header of every reply. Nil means a
 	// private clock.
 	Clock *clock.Lamport
-	// Logger receives a line for every reply dropped. Nil means
+	// Logger receives a rate-limited line for replies dropped. Nil means
 	// slog.Default().
 	Logger *slog.Logger
 	// MaxUnclaimed bounds the replies kept for tickets nobody waits for.
@@ -51,12 +57,13 @@ type Options struct {
 // for them. It is safe for concurrent use.
 type Demux struct {
 	opts Options
+	log  *ratelog.Logger
 	done chan struct{} // closed by Close
 
 	mu        sync.Mutex
 	closed    bool
 	waiting   map[string]*Inbox
-	unclaimed map[string][]Reply
+	unclaimed map[string][]reply.Reply
 	order     []kept // unclaimed tickets, oldest first
 	kept      int    // replies in unclaimed
 	stats     Stats
@@ -79,10 +86,14 @@ type Stats struct {
 	Dropped uint64
 }
 
-// NewDemux returns a Demux with no waiting calls.
-func NewDemux(opts Options) *Demux {
-	if opts.Accept == nil {
-		opts.Accept = []string{"json", "msgpack"}
+// New returns a Demux with no waiting calls.
+func New(opts Options) *Demux {
+	if opts.Open == nil {
+		accept := []string{"json", "msgpack"}
+		opts.Open = func(env *wire.Envelope) (wire.Codec, []byte, string, error) {
+			c, err := wire.CodecFor(env.ContentType, accept)
+			return c, env.Body, "", err
+		}
 	}
 	if opts.Clock == nil {
 		opts.Clock = &clock.Lamport{}
@@ -102,7 +113,7 @@ func NewDemux(opts Options) *Demux {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Demux{opts: opts, done: make(chan struct{}), waiting: map[string]*Inbox{}, unclaimed: map[string][]Reply{}}
+	return &Demux{opts: opts, log: ratelog.New(opts.Logger), done: make(chan struct{}), waiting: map[string]*Inbox{}, unclaimed: map[string][]reply.Reply{}}
 }
 
 // Stats returns the counters so far.
@@ -113,48 +124,54 @@ func (d *Demux) Stats() Stats {
 }
 
 // Dispatch decodes one message from the reply queue and routes it. A
-// message that cannot be routed is dropped, and the error says why.
+// message that cannot be routed is dropped with a rate-limited log line,
+// and the error says why.
 func (d *Demux) Dispatch(msg []byte) error {
 	r, ticket, err := d.decode(msg)
 	if err != nil {
 		d.mu.Lock()
 		d.stats.Dropped++
 		d.mu.Unlock()
-		d.opts.Logger.Warn("pidbox: reply dropped", "err", err)
+		d.log.Warn("pidbox: reply dropped", "err", err)
 		return err
 	}
 	d.route(ticket, r)
 	return nil
 }
 
-func (d *Demux) decode(msg []byte) (Reply, string, error) {
+func (d *Demux) decode(msg []byte) (reply.Reply, string, error) {
 	env, err := wire.Decode(msg, d.opts.MaxSize)
 	if err != nil {
-		return Reply{}, "", err
+		return reply.Reply{}, "", err
 	}
 	d.opts.Clock.Adjust(env.Headers.Clock)
 	if env.Headers.Ticket == "" {
-		return Reply{}, "", fmt.Errorf("%w: reply has no ticket header", wire.ErrMalformed)
+		return reply.Reply{}, "", fmt.Errorf("%w: reply has no ticket header", wire.ErrMalformed)
 	}
 	if env.Headers.Expired(d.opts.Now()) {
-		return Reply{}, "", fmt.Errorf("reply for ticket %s expired", env.Headers.Ticket)
+		return reply.Reply{}, "", fmt.Errorf("reply for ticket %s expired", env.Headers.Ticket)
 	}
-	c, err := wire.CodecFor(env.ContentType, d.opts.Accept)
+	c, body, signer, err := d.opts.Open(env)
 	if err != nil {
-		return Reply{}, "", err
+		return reply.Reply{}, "", err
 	}
-	node, value, err := wire.DecodeReply(c, env.Body)
+	node, value, err := wire.DecodeReply(c, body)
 	if err != nil {
-		return Reply{}, "", err
+		return reply.Reply{}, "", err
 	}
-	r := Reply{Node: node, Value: value, Codec: c, Clock: env.Headers.Clock}
+	if d.opts.VerifyNode != nil {
+		if err := d.opts.VerifyNode(signer, node); err != nil {
+			return reply.Reply{}, "", err
+		}
+	}
+	r := reply.Reply{Node: node, Value: reply.Raw(value), ContentType: c.ContentType(), Clock: env.Headers.Clock, Signer: signer}
 	if text, ok := wire.ReplyError(c, value); ok {
-		r.Err = &RemoteError{Node: node, Message: text}
+		r.Err = &reply.RemoteError{Node: node, Message: text}
 	}
 	return r, env.Headers.Ticket, nil
 }
 
-func (d *Demux) route(ticket string, r Reply) {
+func (d *Demux) route(ticket string, r reply.Reply) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -166,7 +183,7 @@ func (d *Demux) route(ticket string, r Reply) {
 			d.stats.Delivered++
 		} else {
 			d.stats.Dropped++
-			d.opts.Logger.Warn("pidbox: reply dropped: the call is not reading its replies", "ticket", ticket, "node", r.Node, "pending", d.opts.MaxPending)
+			d.log.Warn("pidbox: reply dropped: the call is not reading its replies", "ticket", ticket, "node", r.Node, "pending", d.opts.MaxPending)
 		}
 		return
 	}
@@ -247,7 +264,7 @@ type Inbox struct {
 	d      *Demux
 	ticket string
 	signal chan struct{}
-	items  []Reply // guarded by d.mu
+	items  []reply.Reply // guarded by d.mu
 	head   int
 }
 
@@ -260,7 +277,7 @@ func (in *Inbox) wake() {
 
 // put queues r; the caller holds d.mu. It reports false when the inbox is
 // full.
-func (in *Inbox) put(r Reply, limit int) bool {
+func (in *Inbox) put(r reply.Reply, limit int) bool {
 	if len(in.items)-in.head >= limit {
 		return false
 	}
@@ -270,12 +287,12 @@ func (in *Inbox) put(r Reply, limit int) bool {
 }
 
 // Next returns the next reply, waiting until one arrives or ctx is done.
-func (in *Inbox) Next(ctx context.Context) (Reply, error) {
+func (in *Inbox) Next(ctx context.Context) (reply.Reply, error) {
 	for {
 		in.d.mu.Lock()
 		if in.head < len(in.items) {
 			r := in.items[in.head]
-			in.items[in.head] = Reply{}
+			in.items[in.head] = reply.Reply{}
 			in.head++
 			if in.head == len(in.items) {
 				in.items, in.head = in.items[:0], 0
@@ -287,9 +304,9 @@ func (in *Inbox) Next(ctx context.Context) (Reply, error) {
 		select {
 		case <-in.signal:
 		case <-in.d.done:
-			return Reply{}, ErrClosed
+			return reply.Reply{}, ErrClosed
 		case <-ctx.Done():
-			return Reply{}, ctx.Err()
+			return reply.Reply{}, ctx.Err()
 		}
 	}
 }

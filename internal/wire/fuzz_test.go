@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/gopidbox/pidbox/wire"
+	"github.com/gopidbox/pidbox/internal/wire"
 )
 
 // Seed corpora live in testdata/fuzz/<Target>; CI runs each target briefly

@@ -157,3 +157,26 @@ func (r *Raw) DecodeMsgpack(dec *msgpack.Decoder) error {
 	*r = append((*r)[:0], b...)
 	return nil
 }
+
+// CodecOf returns the built-in codec for a content type, accepted or not.
+func CodecOf(contentType string) (Codec, error) {
+	for _, c := range Codecs() {
+		if c.ContentType() == contentType {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: content type %q", ErrUnsupported, contentType)
+}
+
+// IsMap reports whether data, serialized by c, is a map or null: the
+// shapes a command's keyword arguments may take.
+func IsMap(c Codec, data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	if _, ok := c.(Msgpack); ok {
+		b := data[0]
+		return b&0xf0 == 0x80 || b == 0xde || b == 0xdf || b == 0xc0
+	}
+	return data[0] == '{' || string(data) == "null"
+}

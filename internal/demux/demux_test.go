@@ -1,4 +1,4 @@
-package reply_test
+package demux_test
 
 import (
 	"context"
@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox/clock"
+	"github.com/gopidbox/pidbox/internal/demux"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/reply"
-	"github.com/gopidbox/pidbox/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -43,14 +44,14 @@ func pong(ticket, node string) msg {
 	return msg{ticket: ticket, node: node, value: map[string]string{"ok": "pong"}}
 }
 
-func quietDemux(opts reply.Options) *reply.Demux {
+func quietDemux(opts demux.Options) *demux.Demux {
 	opts.Logger = slog.New(slog.DiscardHandler)
-	return reply.NewDemux(opts)
+	return demux.New(opts)
 }
 
 func TestRoutesByTicket(t *testing.T) {
 	clk := &clock.Lamport{}
-	d := quietDemux(reply.Options{Clock: clk})
+	d := quietDemux(demux.Options{Clock: clk})
 	a, b := d.Wait("A"), d.Wait("B")
 	defer a.Close()
 	defer b.Close()
@@ -77,14 +78,14 @@ func TestRoutesByTicket(t *testing.T) {
 }
 
 func TestUnclaimedKeptForLaterGather(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	require.NoError(t, d.Dispatch(pong("later", "w1").encode(t)))
 	require.NoError(t, d.Dispatch(pong("later", "w2").encode(t)))
 	assert.Equal(t, 2, d.Unclaimed())
 
 	in := d.Wait("later")
 	var nodes []string
-	for r, err := range reply.Collect(ctxTimeout(t, time.Second), in, reply.Rules{Limit: 2}) {
+	for r, err := range demux.Collect(ctxTimeout(t, time.Second), in, demux.Rules{Limit: 2}) {
 		require.NoError(t, err)
 		nodes = append(nodes, r.Node)
 	}
@@ -93,7 +94,7 @@ func TestUnclaimedKeptForLaterGather(t *testing.T) {
 }
 
 func TestUnclaimedBoundedByCount(t *testing.T) {
-	d := quietDemux(reply.Options{MaxUnclaimed: 50})
+	d := quietDemux(demux.Options{MaxUnclaimed: 50})
 	for i := range 10_000 {
 		require.NoError(t, d.Dispatch(pong(fmt.Sprintf("t%d", i), "w").encode(t)))
 		require.LessOrEqual(t, d.Unclaimed(), 50)
@@ -114,7 +115,7 @@ func TestUnclaimedBoundedByCount(t *testing.T) {
 
 func TestUnclaimedBoundedByAge(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	d := quietDemux(reply.Options{UnclaimedAge: time.Minute, Now: func() time.Time { return now }})
+	d := quietDemux(demux.Options{UnclaimedAge: time.Minute, Now: func() time.Time { return now }})
 	require.NoError(t, d.Dispatch(pong("old", "w").encode(t)))
 	now = now.Add(30 * time.Second)
 	require.NoError(t, d.Dispatch(pong("new", "w").encode(t)))
@@ -128,7 +129,7 @@ func TestUnclaimedBoundedByAge(t *testing.T) {
 
 func TestDropped(t *testing.T) {
 	now := time.Now()
-	d := quietDemux(reply.Options{Accept: []string{"json"}, MaxSize: 4096, Now: func() time.Time { return now }})
+	d := quietDemux(demux.Options{Open: accept("json"), MaxSize: 4096, Now: func() time.Time { return now }})
 	in := d.Wait("T")
 	defer in.Close()
 	expired := pong("T", "late")
@@ -161,13 +162,21 @@ func TestDropped(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
+// accept opens the envelopes of the named serializers only.
+func accept(names ...string) func(*wire.Envelope) (wire.Codec, []byte, string, error) {
+	return func(env *wire.Envelope) (wire.Codec, []byte, string, error) {
+		c, err := wire.CodecFor(env.ContentType, names)
+		return c, env.Body, "", err
+	}
+}
+
 func (m msg) encodeRaw(t testing.TB, body string) []byte {
 	return wire.Encode(&wire.Envelope{Body: []byte(body), ContentType: "application/json", Headers: wire.Headers{Ticket: m.ticket}})
 }
 
 func TestRemoteError(t *testing.T) {
 	for _, c := range wire.Codecs() {
-		d := quietDemux(reply.Options{})
+		d := quietDemux(demux.Options{})
 		in := d.Wait("T")
 		m := msg{ticket: "T", node: "w1", value: wire.ErrorValue{Error: "KeyError('nosuch')"}, codec: c}
 		require.NoError(t, d.Dispatch(m.encode(t)))
@@ -183,7 +192,7 @@ func TestRemoteError(t *testing.T) {
 }
 
 func TestPendingBounded(t *testing.T) {
-	d := quietDemux(reply.Options{MaxPending: 3})
+	d := quietDemux(demux.Options{MaxPending: 3})
 	in := d.Wait("T")
 	defer in.Close()
 	for i := range 5 {
@@ -193,10 +202,10 @@ func TestPendingBounded(t *testing.T) {
 	assert.Equal(t, uint64(2), d.Stats().Dropped)
 }
 
-func collect(t *testing.T, ctx context.Context, in *reply.Inbox, rules reply.Rules) ([]reply.Reply, error) {
+func collect(t *testing.T, ctx context.Context, in *demux.Inbox, rules demux.Rules) ([]reply.Reply, error) {
 	t.Helper()
 	var out []reply.Reply
-	for r, err := range reply.Collect(ctx, in, rules) {
+	for r, err := range demux.Collect(ctx, in, rules) {
 		if err != nil {
 			return out, err
 		}
@@ -206,13 +215,13 @@ func collect(t *testing.T, ctx context.Context, in *reply.Inbox, rules reply.Rul
 }
 
 func TestCollectStopsAtLimit(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	in := d.Wait("T")
 	for i := range 5 {
 		require.NoError(t, d.Dispatch(pong("T", fmt.Sprint(i)).encode(t)))
 	}
 	start := time.Now()
-	got, err := collect(t, ctxTimeout(t, 10*time.Second), in, reply.Rules{Limit: 3})
+	got, err := collect(t, ctxTimeout(t, 10*time.Second), in, demux.Rules{Limit: 3})
 	require.NoError(t, err)
 	assert.Len(t, got, 3)
 	assert.Less(t, time.Since(start), 5*time.Second, "returned at the limit, not the deadline")
@@ -223,7 +232,7 @@ func TestCollectStopsAtLimit(t *testing.T) {
 }
 
 func TestCollectStopsWhenExpectedReplied(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	in := d.Wait("T")
 	go func() {
 		for _, n := range []string{"a", "x", "b", "a"} {
@@ -231,7 +240,7 @@ func TestCollectStopsWhenExpectedReplied(t *testing.T) {
 			_ = d.Dispatch(pong("T", n).encode(t))
 		}
 	}()
-	got, err := collect(t, ctxTimeout(t, 10*time.Second), in, reply.Rules{Expect: []string{"a", "b"}})
+	got, err := collect(t, ctxTimeout(t, 10*time.Second), in, demux.Rules{Expect: []string{"a", "b"}})
 	require.NoError(t, err)
 	var nodes []string
 	for _, r := range got {
@@ -241,13 +250,13 @@ func TestCollectStopsWhenExpectedReplied(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // let the last dispatch finish before goleak
 
 	// An empty expectation ends at once.
-	got, err = collect(t, ctxTimeout(t, 10*time.Second), d.Wait("U"), reply.Rules{Expect: []string{}})
+	got, err = collect(t, ctxTimeout(t, 10*time.Second), d.Wait("U"), demux.Rules{Expect: []string{}})
 	require.NoError(t, err)
 	assert.Empty(t, got)
 }
 
 func TestCollectDeadlineIsTotal(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	in := d.Wait("T")
 	// Steady replies every 20 ms would keep a per-message idle timer
 	// (Kombu's) alive forever; ours is a total deadline.
@@ -265,7 +274,7 @@ func TestCollectDeadlineIsTotal(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	got, err := collect(t, ctxTimeout(t, 300*time.Millisecond), in, reply.Rules{})
+	got, err := collect(t, ctxTimeout(t, 300*time.Millisecond), in, demux.Rules{})
 	elapsed := time.Since(start)
 	close(stop)
 	<-done
@@ -276,24 +285,24 @@ func TestCollectDeadlineIsTotal(t *testing.T) {
 }
 
 func TestCollectCancelled(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	in := d.Wait("T")
 	require.NoError(t, d.Dispatch(pong("T", "a").encode(t)))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(30 * time.Millisecond); cancel() }()
-	got, err := collect(t, ctx, in, reply.Rules{})
+	got, err := collect(t, ctx, in, demux.Rules{})
 	assert.True(t, errors.Is(err, context.Canceled))
 	assert.Len(t, got, 1, "replies before the cancel are kept")
 }
 
 func TestCollectEarlyBreakAndDuplicates(t *testing.T) {
-	d := quietDemux(reply.Options{})
+	d := quietDemux(demux.Options{})
 	in := d.Wait("T")
 	for _, n := range []string{"a", "a", "b", "c"} {
 		require.NoError(t, d.Dispatch(pong("T", n).encode(t)))
 	}
 	var got []reply.Reply
-	for r, err := range reply.Collect(ctxTimeout(t, 10*time.Second), in, reply.Rules{}) {
+	for r, err := range demux.Collect(ctxTimeout(t, 10*time.Second), in, demux.Rules{}) {
 		require.NoError(t, err)
 		got = append(got, r)
 		if r.Node == "b" {
@@ -314,4 +323,23 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func TestCollectQuietGap(t *testing.T) {
+	d := quietDemux(demux.Options{})
+	in := d.Wait("T")
+	for _, n := range []string{"a", "b"} {
+		require.NoError(t, d.Dispatch(pong("T", n).encode(t)))
+	}
+	start := time.Now()
+	got, err := collect(t, ctxTimeout(t, 10*time.Second), in, demux.Rules{Quiet: 50 * time.Millisecond})
+	require.NoError(t, err, "a quiet gap ends a gather normally")
+	assert.Len(t, got, 2)
+	assert.Less(t, time.Since(start), 5*time.Second, "ends after the gap, not at the deadline")
+
+	// Before a first reply, the gap does not run: the deadline does.
+	in = d.Wait("U")
+	got, err = collect(t, ctxTimeout(t, 200*time.Millisecond), in, demux.Rules{Quiet: 10 * time.Millisecond})
+	require.NoError(t, err)
+	assert.Empty(t, got)
 }

@@ -1,0 +1,263 @@
+package pidbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/gopidbox/pidbox/reply"
+)
+
+// errNotAuthorized is the error reply to a command that Authorize refused.
+var errNotAuthorized = errors.New("not authorized")
+
+// task is one command on its way through a node: decoded once, with its
+// deadline worked out once.
+type task struct {
+	req      *Request
+	wr       *wire.Request
+	headers  wire.Headers
+	deadline time.Time
+}
+
+// drop counts and logs (rate-limited) a message the node cannot use.
+func (n *Node) drop(counter *atomic.Uint64, msg string, args ...any) {
+	counter.Add(1)
+	n.warnings.Warn(msg, args...)
+}
+
+// handle decodes one message and starts its handler. It never blocks on a
+// handler: a node keeps reading while commands run.
+func (n *Node) handle(ctx context.Context, msg []byte) {
+	n.received.Add(1)
+	m := n.mb
+	env, err := wire.Decode(msg, m.opts.MaxMessageSize)
+	if err != nil {
+		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		return
+	}
+	m.opts.Clock.Adjust(env.Headers.Clock)
+	codec, body, signer, err := m.open(env)
+	if err != nil {
+		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		return
+	}
+	wr, err := wire.DecodeRequest(codec, body)
+	if err != nil {
+		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		return
+	}
+	targeted, err := n.targeted(wr)
+	if err != nil {
+		n.drop(&n.dropped, "pidbox: command dropped: cannot tell whether it addresses this node", "method", wr.Method, "err", err)
+		return
+	}
+	if !targeted {
+		return
+	}
+	now := time.Now()
+	if env.Headers.Expired(now) {
+		n.expired.Add(1)
+		n.log.Debug("pidbox: expired command dropped", "node", n.hostname, "method", wr.Method, "ticket", wr.Ticket)
+		return
+	}
+	if wr.ReplyTo != nil && wr.ReplyTo.Exchange != m.replyEx.Name {
+		n.drop(&n.dropped, "pidbox: command dropped: its reply_to exchange is not this namespace's", "method", wr.Method, "reply_exchange", wr.ReplyTo.Exchange)
+		return
+	}
+	t := &task{wr: wr, headers: env.Headers, deadline: now.Add(n.opts.HandlerTimeout)}
+	expires, hasExpiry := env.Headers.Deadline()
+	if hasExpiry && expires.Before(t.deadline) {
+		t.deadline = expires
+	}
+	t.req = &Request{
+		Method: wr.Method, Arguments: reply.Raw(wr.Arguments), Ticket: wr.Ticket, Clock: env.Headers.Clock,
+		Signer: signer, Node: n, codec: codec,
+	}
+	if hasExpiry {
+		t.req.Expires = expires
+	}
+
+	n.mu.RLock()
+	e := n.handlers[wr.Method]
+	n.mu.RUnlock()
+	if e == nil {
+		e = n.unknown
+	}
+	select {
+	case e.slots <- struct{}{}:
+		n.inflight.Add(1)
+		if e.inline && n.opts.Authorize == nil {
+			// No goroutine hand-off: it is a third of a ping's latency.
+			n.runInline(ctx, e, t)
+		} else {
+			go n.run(ctx, e, t)
+		}
+		return
+	default:
+	}
+	if e.waiting.Add(1) > int64(n.opts.Backlog) {
+		e.waiting.Add(-1)
+		n.drop(&n.rejected, "pidbox: command refused: its handler is at its concurrency limit with a full backlog",
+			"method", wr.Method, "concurrency", cap(e.slots), "backlog", n.opts.Backlog)
+		return
+	}
+	n.inflight.Add(1)
+	go n.wait(ctx, e, t)
+}
+
+// wait holds a task until its handler has a free slot, or drops it when
+// its deadline passes first.
+func (n *Node) wait(ctx context.Context, e *entry, t *task) {
+	defer e.waiting.Add(-1)
+	timer := time.NewTimer(time.Until(t.deadline))
+	defer timer.Stop()
+	select {
+	case e.slots <- struct{}{}:
+		n.run(ctx, e, t)
+	case <-timer.C:
+		n.expired.Add(1)
+		n.warnings.Warn("pidbox: command dropped: it expired waiting for its handler", "method", t.wr.Method)
+		n.inflight.Done()
+	case <-ctx.Done():
+		n.inflight.Done()
+	}
+}
+
+// targeted reports whether a request addresses this node, by Kombu's
+// rules: a destination list names it, or a pattern with a matcher matches
+// it, or neither is given.
+func (n *Node) targeted(req *wire.Request) (bool, error) {
+	if len(req.Destination) > 0 {
+		return slices.Contains(req.Destination, n.hostname), nil
+	}
+	if req.Pattern != "" && req.Matcher != "" {
+		return n.patterns.match(n.hostname, req.Pattern, req.Matcher)
+	}
+	return true, nil
+}
+
+type result struct {
+	value any
+	err   error
+}
+
+// run runs one handler under the task's deadline and replies. A handler
+// that overruns its deadline still gets the caller an error reply, sent
+// when the deadline passes; the handler keeps its concurrency slot until
+// it returns.
+func (n *Node) run(ctx context.Context, e *entry, t *task) {
+	defer func() { <-e.slots }()
+	ctx, cancel := context.WithDeadline(ctx, t.deadline)
+	defer cancel()
+	ctx = context.WithValue(ctx, requestKey{}, t.req)
+
+	var once sync.Once
+	finish := func(res result) {
+		once.Do(func() {
+			defer n.inflight.Done()
+			n.finish(t, res)
+		})
+	}
+	stop := context.AfterFunc(ctx, func() {
+		err := fmt.Errorf("%w: %s did not return before its deadline", ErrHandlerTimeout, t.wr.Method)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %s: the node is shutting down", ErrHandlerTimeout, t.wr.Method)
+		}
+		n.warnings.Warn("pidbox: handler overran its deadline; replying with an error and leaving it running", "method", t.wr.Method)
+		finish(result{err: err})
+	})
+	res := n.authorized(ctx, t.req)
+	if res.err == nil {
+		res = n.call(ctx, e, t.req)
+	}
+	stop()
+	finish(res)
+}
+
+// runInline runs a built-in that cannot block on the reader: no deadline
+// to watch, no goroutine.
+func (n *Node) runInline(ctx context.Context, e *entry, t *task) {
+	defer n.inflight.Done()
+	defer func() { <-e.slots }()
+	n.finish(t, n.call(ctx, e, t.req))
+}
+
+// authorized asks NodeOptions.Authorize whether the request may run.
+func (n *Node) authorized(ctx context.Context, req *Request) result {
+	if n.opts.Authorize == nil {
+		return result{}
+	}
+	if err := n.opts.Authorize(ctx, req); err != nil {
+		n.drop(&n.refused, "pidbox: command refused: not authorized", "method", req.Method, "signer", req.Signer, "err", err)
+		return result{err: errNotAuthorized}
+	}
+	return result{}
+}
+
+// finish replies with a handler's result, or logs a failed cast.
+func (n *Node) finish(t *task, res result) {
+	if t.wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
+		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
+			n.warnings.Warn("pidbox: command failed", "method", t.wr.Method, "err", res.err)
+		}
+		return
+	}
+	n.reply(t, res)
+}
+
+func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			n.warnings.Log(slog.LevelError, "pidbox: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
+			res = result{err: fmt.Errorf("%w: %s: %v", ErrHandlerPanic, req.Method, p)}
+		}
+		e.counts.record(time.Since(start), res.err != nil && !errors.Is(res.err, ErrNoReply))
+	}()
+	v, err := e.h.Handle(ctx, req)
+	return result{value: v, err: err}
+}
+
+// reply sends {hostname: value} to the caller's reply queue in the
+// mailbox's own serializer, as a Kombu node does, whatever the request
+// came in.
+func (n *Node) reply(t *task, res result) {
+	m := n.mb
+	value := res.value
+	if res.err != nil {
+		value = wire.ErrorValue{Error: res.err.Error()}
+	}
+	data, err := wire.EncodeReply(m.codec, n.hostname, value)
+	if err != nil {
+		n.warnings.Warn("pidbox: reply cannot be serialized; replying with an error", "method", t.wr.Method, "err", err)
+		data, err = wire.EncodeReply(m.codec, n.hostname, wire.ErrorValue{Error: fmt.Sprintf("the reply of %s cannot be serialized: %v", t.wr.Method, err)})
+		if err != nil {
+			n.warnings.Error("pidbox: error reply cannot be serialized", "err", err)
+			return
+		}
+	}
+	body, err := m.seal(Body{ContentType: m.codec.ContentType(), ContentEncoding: m.codec.ContentEncoding(), Data: data})
+	if err != nil {
+		n.warnings.Error("pidbox: reply not sent", "method", t.wr.Method, "err", err)
+		return
+	}
+	msg := wire.Encode(&wire.Envelope{
+		Body:            body.Data,
+		ContentType:     body.ContentType,
+		ContentEncoding: body.ContentEncoding,
+		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Ticket: t.wr.Ticket, Expires: t.headers.Expires},
+		Properties:      wire.Properties{DeliveryMode: wire.Transient, Exchange: t.wr.ReplyTo.Exchange, RoutingKey: t.wr.ReplyTo.RoutingKey},
+	})
+	// No deadline of its own: the transport's timeouts bound a reply.
+	if err := m.tr.Publish(context.Background(), m.replyEx, t.wr.ReplyTo.RoutingKey, msg); err != nil {
+		n.warnings.Warn("pidbox: reply not sent", "method", t.wr.Method, "err", err)
+	}
+}
