@@ -151,6 +151,28 @@ func ExampleMailbox_Call_missing() {
 	// missing: [ghost@h]
 }
 
+func ExampleMailbox_Cast() {
+	tr := memory.New(memory.Options{})
+	defer tr.Close()
+	paused := make(chan string, 1)
+	stop := serveExample(tr, func(n *pidbox.Node) {
+		n.RegisterFunc("pause", func(_ context.Context, r *pidbox.Request) (any, error) {
+			paused <- r.Node.Hostname()
+			return nil, nil
+		})
+	}, "w@h")
+	defer stop()
+
+	mb, _ := pidbox.New(tr, pidbox.Options{})
+	defer mb.Close()
+	// No reply is asked for: Cast returns once the command is sent.
+	if err := mb.Cast(context.Background(), "pause", nil, pidbox.To("w@h")); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println("paused:", <-paused)
+	// Output: paused: w@h
+}
+
 func ExampleGlob() {
 	tr := memory.New(memory.Options{})
 	defer tr.Close()

@@ -5,6 +5,10 @@ go 1.26.0
 require (
 	github.com/google/uuid v1.6.0
 	github.com/redis/go-redis/v9 v9.23.0
+	// cobra is for examples/controller alone. It stays in this module, rather
+	// than a module of the tools with a workspace, so that `go run
+	// ./examples/controller` and `go test ./...` work from the root; a program
+	// that imports pidbox does not compile or link it (module graph pruning).
 	github.com/spf13/cobra v1.10.2
 	github.com/stretchr/testify v1.12.1
 	github.com/vmihailenco/msgpack/v5 v5.4.1
