@@ -192,7 +192,8 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		return nil, err
 	}
 	ctx, cancel := m.deadline(ctx, cfg)
-	if err := m.listen(ctx); err != nil {
+	sub, err := m.listen(ctx)
+	if err != nil {
 		cancel()
 		return nil, err
 	}
@@ -203,7 +204,7 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 	context.AfterFunc(ctx, c.inbox.Close) // an abandoned call frees its inbox
 	c.expect(cfg)
 	expires, _ := ctx.Deadline()
-	if err := m.publish(ctx, method, body, expires); err != nil {
+	if err := m.publish(ctx, method, body, expires, sub); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -230,7 +231,10 @@ func (c *Call) expect(cfg callConfig) {
 	case cfg.limit > 0:
 	default:
 		names, err := c.m.Nodes(c.ctx)
-		if errors.Is(err, transport.ErrUnsupported) {
+		if errors.Is(err, transport.ErrUnsupported) || (err == nil && len(names) == 0) {
+			// The broker cannot say who listens, or says nobody does,
+			// which it also says when it lost its bindings (a flush, an
+			// eviction): gather until a quiet gap after the last reply.
 			c.rules.Quiet = c.m.opts.QuietGap
 			return
 		}

@@ -257,7 +257,7 @@ func (n *Node) reply(t *task, res result) {
 		Properties:      wire.Properties{DeliveryMode: wire.Transient, Exchange: t.wr.ReplyTo.Exchange, RoutingKey: t.wr.ReplyTo.RoutingKey},
 	})
 	// No deadline of its own: the transport's timeouts bound a reply.
-	if err := m.tr.Publish(context.Background(), m.replyEx, t.wr.ReplyTo.RoutingKey, msg); err != nil {
+	if err := publish(context.Background(), m.tr, m.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription()); err != nil {
 		n.warnings.Warn("pidbox: reply not sent", "method", t.wr.Method, "err", err)
 	}
 }

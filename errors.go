@@ -28,6 +28,10 @@ var (
 	// ErrIncomplete means a call reached its deadline with expected nodes
 	// missing; the call's Result or Outcomes say which.
 	ErrIncomplete = errors.New("expected nodes did not reply")
+	// ErrBrokerSilent means the broker accepted the connection but did
+	// not answer before the call's deadline: paused (Redis CLIENT PAUSE),
+	// blocked (a RabbitMQ resource alarm), or frozen.
+	ErrBrokerSilent = errors.New("pidbox: broker did not answer")
 	// ErrHandlerTimeout is the error reply for a handler that overran its
 	// deadline.
 	ErrHandlerTimeout = errors.New("handler timed out")

@@ -23,6 +23,7 @@ package pidbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -86,8 +87,9 @@ type Options struct {
 	MaxUnclaimed int
 	UnclaimedAge time.Duration
 	// QuietGap ends a broadcast with no limit this long after its last
-	// reply, on brokers that cannot list the live nodes (AMQP without
-	// RabbitMQ's management API). Default 250ms.
+	// reply when the live nodes cannot be known: the broker cannot list
+	// them (AMQP without RabbitMQ's management API), or lists none (no
+	// node runs, or the broker lost its bindings). Default 250ms.
 	QuietGap time.Duration
 }
 
@@ -259,7 +261,7 @@ func (m *Mailbox) Cast(ctx context.Context, method string, args any, opts ...Cal
 		defer cancel()
 		expires, _ = ctx.Deadline()
 	}
-	return m.publish(ctx, method, body, expires)
+	return m.publish(ctx, method, body, expires, nil)
 }
 
 // Nodes lists the names of the nodes bound to the mailbox's exchange that
@@ -352,8 +354,10 @@ func (m *Mailbox) open(env *wire.Envelope) (wire.Codec, []byte, string, error) {
 	return c, body, signer, err
 }
 
-// publish sends an encoded request on the broadcast exchange.
-func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time) error {
+// publish sends an encoded request on the broadcast exchange. With a
+// reply subscription, a transport that can lose bindings declares its
+// binding again in the same round trip.
+func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, replies transport.Subscription) error {
 	msg := wire.Encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
@@ -361,31 +365,50 @@ func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires
 		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires)},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
-	if err := m.tr.Publish(ctx, m.exchange, "", msg); err != nil {
-		return fmt.Errorf("pidbox: send %s: %w", method, err)
+	if err := publish(ctx, m.tr, m.exchange, "", msg, replies); err != nil {
+		return fmt.Errorf("pidbox: send %s: %w", method, brokerSilent(ctx, err))
 	}
 	return nil
 }
 
-// listen binds the reply queue, once; the transport hands every reply to
-// the demultiplexer.
-func (m *Mailbox) listen(ctx context.Context) error {
+// publish publishes msg, declaring sub's binding again in the same round
+// trip where the transport can (transport.Rebinder).
+func publish(ctx context.Context, tr transport.Transport, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription) error {
+	if rb, ok := tr.(transport.Rebinder); ok && sub != nil {
+		return rb.PublishRebind(ctx, ex, routingKey, msg, sub)
+	}
+	return tr.Publish(ctx, ex, routingKey, msg)
+}
+
+// brokerSilent says so when the deadline ran out while the broker kept a
+// request unanswered: a paused or blocked broker accepts connections but
+// does not answer.
+func brokerSilent(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the broker did not answer before the deadline: %w", ErrBrokerSilent, err)
+	}
+	return err
+}
+
+// listen binds the reply queue, once, and returns its subscription; the
+// transport hands every reply to the demultiplexer.
+func (m *Mailbox) listen(ctx context.Context) (transport.Subscription, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if m.replySub != nil {
-		return nil
+		return m.replySub, nil
 	}
 	queue := m.oid + "." + m.replyEx.Name
 	b := transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: queue}
 	sub, err := m.tr.Subscribe(ctx, b, func(msg []byte) { _ = m.demux.Dispatch(msg) }) // the demux logs drops
 	if err != nil {
-		return fmt.Errorf("pidbox: bind reply queue %s: %w", queue, err)
+		return nil, fmt.Errorf("pidbox: bind reply queue %s: %w", queue, brokerSilent(ctx, err))
 	}
 	m.replySub = sub
-	return nil
+	return sub, nil
 }
 
 // Close unbinds and deletes the mailbox's reply queue. Calls in progress

@@ -86,6 +86,7 @@ type Node struct {
 	counts   map[string]*counts // by method; kept when a handler is replaced
 	unknown  *entry
 
+	sub      atomic.Pointer[transport.Subscription] // while serving
 	serving  atomic.Bool
 	ready    chan struct{}
 	stop     chan struct{}
@@ -245,6 +246,7 @@ func (n *Node) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pidbox: node %s: bind %s: %w", n.hostname, b.Queue, err)
 	}
+	n.sub.Store(&sub)
 	close(n.ready)
 	n.log.Info("pidbox: node listening", "node", n.hostname, "exchange", b.Exchange.Name, "type", string(b.Exchange.Kind))
 
@@ -257,6 +259,7 @@ func (n *Node) Serve(ctx context.Context) error {
 		n.log.Error("pidbox: node subscription ended", "node", n.hostname, "err", failed)
 	}
 	closeErr := sub.Close()
+	n.sub.Store(nil)
 	if !waitTimeout(&n.inflight, n.opts.ShutdownGrace) {
 		n.log.Warn("pidbox: handlers still running after the shutdown grace; cancelling them", "node", n.hostname, "grace", n.opts.ShutdownGrace)
 	}
@@ -268,6 +271,63 @@ func (n *Node) Serve(ctx context.Context) error {
 	}
 	if closeErr != nil && !errors.Is(closeErr, transport.ErrClosed) {
 		return fmt.Errorf("pidbox: node %s: unbind: %w", n.hostname, closeErr)
+	}
+	return nil
+}
+
+// NodeHealth is a node's own view of whether it can serve: what a
+// Kubernetes probe of a Go worker should look at, without touching the
+// broker.
+type NodeHealth struct {
+	Node string `json:"node"`
+	// Serving is true from Ready until Serve returns.
+	Serving bool `json:"serving"`
+	// Subscribed is true while the node's broker subscription consumes.
+	// Brokers whose transport cannot tell report true while serving.
+	Subscribed bool `json:"subscribed"`
+	// LastSeen is when the broker last answered the node: a message, or
+	// the reply to a health check. Zero when unknown.
+	LastSeen time.Time `json:"last_seen"`
+	// InFlight counts the commands running now; Backlog those waiting for
+	// a free handler slot.
+	InFlight int `json:"in_flight"`
+	Backlog  int `json:"backlog"`
+}
+
+// Healthy reports whether the node serves with a live subscription.
+func (h NodeHealth) Healthy() bool { return h.Serving && h.Subscribed }
+
+// Health reports the node's health now.
+func (n *Node) Health() NodeHealth {
+	h := NodeHealth{Node: n.hostname}
+	sub := n.subscription()
+	if sub != nil {
+		select {
+		case <-sub.Done():
+		default:
+			h.Serving = n.serving.Load()
+		}
+	}
+	if h.Serving {
+		h.Subscribed = true
+		if hr, ok := sub.(transport.HealthReporter); ok {
+			th := hr.Health()
+			h.Subscribed, h.LastSeen = th.Live, th.LastSeen
+		}
+	}
+	n.mu.RLock()
+	for _, e := range n.handlers {
+		h.InFlight += len(e.slots)
+		h.Backlog += int(e.waiting.Load())
+	}
+	n.mu.RUnlock()
+	return h
+}
+
+// subscription returns the node's subscription while it serves, else nil.
+func (n *Node) subscription() transport.Subscription {
+	if p := n.sub.Load(); p != nil {
+		return *p
 	}
 	return nil
 }

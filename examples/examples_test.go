@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,8 +204,25 @@ func TestUnreachableBroker(t *testing.T) {
 func TestWorkersOnRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	url := srv.URL(0)
-	w1 := worker(t, url, "w1@test")
+	w1 := worker(t, url, "w1@test", "--health", "127.0.0.1:0")
 	w2 := worker(t, url, "w2@test")
+
+	// The health endpoint answers 200 with the node's view of itself.
+	w1.WaitFor("health endpoint", 10*time.Second)
+	var healthURL string
+	for _, l := range w1.Lines() {
+		if _, after, ok := strings.Cut(l, `msg="health endpoint" url=`); ok {
+			healthURL = strings.Fields(after)[0]
+		}
+	}
+	require.NotEmpty(t, healthURL, w1.Output())
+	resp, err := http.Get(healthURL)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.Contains(t, string(body), `"node":"w1@test"`)
+	assert.Contains(t, string(body), `"subscribed":true`)
 
 	r := controller(t, "--broker", url, "ping", "--timeout", "10s")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -329,6 +348,23 @@ func TestControllerAgainstCeleryWorker(t *testing.T) {
 	r = controller(t, "--broker", url, "inspect", "registered", "-d", "celery@ctl", "--timeout", "5s")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "celery_app.add")
+
+	// The probe tells a live worker from a ready one: with its consumer
+	// cancelled, the worker still answers ping but consumes nothing.
+	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--ready", "--queue", "celery", "--timeout", "5s")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "celery@ctl is live and ready (consumes celery)")
+	out, err := celery(t, url, "control", "cancel_consumer", "celery", "-d", "celery@ctl")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "no longer consuming from")
+	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--timeout", "5s")
+	assert.Equal(t, 0, r.code, "still live: "+r.stdout+r.stderr)
+	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--ready", "--timeout", "5s")
+	assert.Equal(t, 5, r.code, r.stdout+r.stderr)
+	assert.Equal(t, "probe: readiness failed: celery@ctl answers ping but consumes no queue\n", r.stdout)
+	r = controller(t, "--broker", url, "probe", "-d", "celery@gone", "--timeout", "300ms")
+	assert.Equal(t, 4, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "probe: liveness failed: celery@gone")
 
 	r = controller(t, "--broker", url, "shutdown", "-d", "celery@ctl")
 	require.Equal(t, 0, r.code, r.stderr)

@@ -20,6 +20,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrClosed is returned by operations on a closed transport or
@@ -92,6 +93,31 @@ type Subscription interface {
 	// its last call, removes the binding and deletes the queue. It is safe
 	// to call more than once.
 	Close() error
+}
+
+// Health is a subscription's liveness as its transport sees it.
+type Health struct {
+	// Live is true while the subscription consumes: subscribed and
+	// confirmed, or reading its queue without error.
+	Live bool
+	// LastSeen is when the broker last answered on the subscription's
+	// connection: a message, or the reply to a health check.
+	LastSeen time.Time
+}
+
+// HealthReporter is implemented by subscriptions that can report their
+// Health.
+type HealthReporter interface {
+	Health() Health
+}
+
+// Rebinder is implemented by transports whose bindings can vanish while
+// their owner runs (Redis keys evicted or flushed). PublishRebind publishes
+// msg and, in the same round trip, declares sub's binding again: mailboxes
+// re-assert their reply binding with every request, and nodes their own
+// binding with every reply, so a lost binding costs no lost reply.
+type Rebinder interface {
+	PublishRebind(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription) error
 }
 
 // Transport is a broker connection that pidbox mailboxes and nodes share.

@@ -122,6 +122,7 @@ and memory:// for an in-process demo fleet of three workers.`,
 			RunE: func(cmd *cobra.Command, _ []string) error { return c.nodes(cmd.Context()) }},
 		&cobra.Command{Use: "demo", Short: "Tour pidbox on an in-process fleet (needs no broker)", Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return c.demo(cmd.Context()) }},
+		c.probeCommand(),
 	)
 	return root
 }

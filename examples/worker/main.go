@@ -10,7 +10,8 @@
 //	pause, resume, status   (its simulated work)
 //
 // It stops cleanly, with status 0, on SIGINT, SIGTERM or a remote
-// shutdown, and unbinds its queue so it is no longer listed.
+// shutdown, and unbinds its queue so it is no longer listed. With
+// --health ADDR it serves its health (package health) at /healthz.
 //
 //	worker --broker redis://127.0.0.1:6379/0 --hostname worker1@$(hostname)
 package main
@@ -20,13 +21,17 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/examples/internal/demo"
+	"github.com/gopidbox/pidbox/health"
 	"github.com/gopidbox/pidbox/transport"
 )
 
@@ -44,6 +49,7 @@ func run(args []string) int {
 		kind       = fs.String("type", "fanout", "mailbox type: fanout (Celery) or direct (Kombu's default)")
 		serializer = fs.String("serializer", "json", "serializer for outgoing messages: json or msgpack")
 		levelName  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		healthAddr = fs.String("health", "", "serve the node's health at http://ADDR/healthz (e.g. 127.0.0.1:8081), for Kubernetes probes")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -85,6 +91,19 @@ func run(args []string) int {
 	})
 	w.Register(node)
 	go w.Work(ctx)
+	if *healthAddr != "" {
+		ln, err := net.Listen("tcp", *healthAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "worker: --health: %v\n", err)
+			return 2
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/healthz", health.Handler(node))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+		log.Info("health endpoint", "url", "http://"+ln.Addr().String()+"/healthz")
+	}
 	go func() {
 		select {
 		case <-node.Ready():

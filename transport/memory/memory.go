@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gopidbox/pidbox/internal/ratelog"
 	"github.com/gopidbox/pidbox/transport"
@@ -227,6 +228,19 @@ type subscription struct {
 	closed   bool          // guarded by b.mu
 	done     chan struct{} // closed with closed
 	loopDone chan struct{} // closed when loop has returned
+}
+
+var _ transport.HealthReporter = (*subscription)(nil)
+
+// Health implements transport.HealthReporter: an open subscription on the
+// in-process broker is always live, and the broker always answers.
+func (s *subscription) Health() transport.Health {
+	select {
+	case <-s.done:
+		return transport.Health{}
+	default:
+		return transport.Health{Live: true, LastSeen: time.Now()}
+	}
 }
 
 // loop hands the queue's messages to the handler until closed.

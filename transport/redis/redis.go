@@ -237,6 +237,16 @@ func (t *Transport) Ping(ctx context.Context) error {
 	return t.client.Ping(ctx).Err()
 }
 
+// hello checks that Redis answers, then reads its maxmemory-policy to warn
+// about eviction (see checkEviction).
+func (t *Transport) hello(ctx context.Context) error {
+	if err := t.Ping(ctx); err != nil {
+		return err
+	}
+	t.checkEviction(t.client.ConfigGet(ctx, "maxmemory-policy"))
+	return nil
+}
+
 // Key names, with the global key prefix.
 
 func (t *Transport) key(name string) string            { return t.opts.KeyPrefix + name }
@@ -275,8 +285,7 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 	case transport.Fanout:
 		err = t.client.Publish(ctx, t.topic(ex.Name, routingKey), msg).Err()
 	case transport.Direct:
-		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)},
-			routingKey, msg, ms(t.opts.QueueTTL), t.opts.KeyPrefix).Err()
+		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...).Err()
 	default:
 		return fmt.Errorf("redis transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
 	}
@@ -340,8 +349,10 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 			return nil, err
 		}
 		s.ps = ps
+		s.seen()
 		go s.runFanout(ps)
 	} else {
+		s.seen()
 		go s.runList()
 	}
 	return s, nil

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -33,6 +34,26 @@ type subscription struct {
 	warnedOwner time.Time       // the last duplicate-name warning
 	declared    bool            // the owner record has been written once
 	unbound     bool            // guarded by t.declMu
+
+	live     atomic.Bool  // consuming now
+	lastSeen atomic.Int64 // unix nanoseconds of the broker's last answer
+}
+
+var _ transport.HealthReporter = (*subscription)(nil)
+
+// Health implements transport.HealthReporter.
+func (s *subscription) Health() transport.Health {
+	h := transport.Health{Live: s.live.Load() && !s.closed()}
+	if ns := s.lastSeen.Load(); ns > 0 {
+		h.LastSeen = time.Unix(0, ns)
+	}
+	return h
+}
+
+// seen records an answer from the broker.
+func (s *subscription) seen() {
+	s.lastSeen.Store(time.Now().UnixNano())
+	s.live.Store(true)
 }
 
 func (s *subscription) isUnbound() bool { return s.unbound }
@@ -128,6 +149,7 @@ func (s *subscription) runFanout(ps *goredis.PubSub) {
 	log := s.t.opts.Logger
 	for {
 		err := s.pump(ps)
+		s.live.Store(false)
 		_ = ps.Close()
 		if s.closed() {
 			return
@@ -160,6 +182,7 @@ func (s *subscription) runFanout(ps *goredis.PubSub) {
 			_ = ps.Close()
 			return
 		}
+		s.seen()
 		log.Info("pidbox redis: subscription re-established", "queue", s.b.Queue, "addr", s.t.addr)
 	}
 }
@@ -189,6 +212,7 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 			continue
 		}
 		pinged = false
+		s.seen()
 		switch m := msg.(type) {
 		case *goredis.Message:
 			if !s.deliver(bytesOf(m.Payload)) {
@@ -214,6 +238,7 @@ func (s *subscription) runList() {
 	for !s.closed() {
 		vals, err := s.t.pop(context.Background(), keys)
 		if err != nil {
+			s.live.Store(false)
 			if s.closed() {
 				return
 			}
@@ -226,6 +251,7 @@ func (s *subscription) runList() {
 			failures++
 			continue
 		}
+		s.seen()
 		if failures > 0 {
 			failures = 0
 			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)

@@ -36,7 +36,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	t := NewFromClient(client, opts)
 	t.owned = append(t.owned, client)
 	t.addr = Redact(rawURL)
-	if err := t.Ping(ctx); err != nil {
+	if err := t.hello(ctx); err != nil {
 		_ = t.Close()
 		return nil, t.errorf("cannot reach the server: %w", dialError(ctx, ropts, err))
 	}

@@ -1,0 +1,113 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/gopidbox/pidbox/transport"
+)
+
+var _ transport.Rebinder = (*Transport)(nil)
+
+// PublishRebind implements transport.Rebinder: msg is published and sub's
+// binding declared again (with its lease) in one pipeline, one round trip.
+// A binding that Redis lost (evicted under an allkeys-* maxmemory-policy,
+// flushed, or gone with a failover without persistence) is back before any
+// reply to msg needs it; Kombu drops such replies until it reconnects
+// (kombu#1063). A sub that is not this transport's, or that is closed, is
+// not declared again.
+func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription) error {
+	s, ok := sub.(*subscription)
+	if !ok || s.t != t {
+		return t.Publish(ctx, ex, routingKey, msg)
+	}
+	if t.isClosed() {
+		return transport.ErrClosed
+	}
+	t.declMu.RLock()
+	defer t.declMu.RUnlock()
+	if s.unbound {
+		return t.publishPipe(ctx, ex, routingKey, msg, nil)
+	}
+	return t.publishPipe(ctx, ex, routingKey, msg, s)
+}
+
+// publishPipe publishes msg, with s's lease script in the same pipeline
+// when s is not nil. The caller holds declMu for reading.
+func (t *Transport) publishPipe(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, s *subscription) error {
+	if ex.Kind != transport.Fanout && ex.Kind != transport.Direct {
+		return fmt.Errorf("redis transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
+	}
+	run := func() (*goredis.Cmd, error) {
+		pipe := t.client.Pipeline()
+		var lease *goredis.Cmd
+		if s != nil {
+			lease = s.leaseCmd(ctx, pipe, true)
+		}
+		if ex.Kind == transport.Fanout {
+			pipe.Publish(ctx, t.topic(ex.Name, routingKey), msg)
+		} else {
+			pushScript.EvalSha(ctx, pipe, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...)
+		}
+		_, err := pipe.Exec(ctx)
+		return lease, err
+	}
+	lease, err := run()
+	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		// The script cache went with a restart: load and try once more.
+		if lerr := errors.Join(leaseScript.Load(ctx, t.client).Err(), pushScript.Load(ctx, t.client).Err()); lerr == nil {
+			lease, err = run()
+		}
+	}
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return t.errorf("publish to %s: %w", ex.Name, err)
+	}
+	if lease != nil {
+		s.checkOwner(lease)
+	}
+	return nil
+}
+
+// checkEviction warns when Redis may evict pidbox's keys to make room:
+// under any maxmemory-policy but noeviction, binding sets and reply lists
+// can vanish while their owners still use them. A server that does not let
+// us read its configuration (managed Redis, ACLs) is not warned about.
+func (t *Transport) checkEviction(policy *goredis.MapStringStringCmd) {
+	m, err := policy.Result()
+	if err != nil {
+		return
+	}
+	p, ok := m["maxmemory-policy"]
+	if !ok || p == "noeviction" {
+		return
+	}
+	t.opts.Logger.Warn("pidbox redis: maxmemory-policy can evict pidbox's keys (bindings, reply lists); pidbox re-declares its bindings with every call, but a reply list evicted before it is read is lost. Set maxmemory-policy noeviction, or give the control plane a Redis of its own",
+		"addr", t.addr, "maxmemory-policy", p)
+}
+
+// orphanTTL bounds how long a reply pushed to its fallback queue waits: a
+// caller that lost its binding pops it at once; one that is gone never
+// will.
+const orphanTTL = 10 * time.Second
+
+// pushArgs are pushScript's arguments for a message to a direct exchange.
+func (t *Transport) pushArgs(ex transport.Exchange, routingKey string, msg []byte) []any {
+	return []any{routingKey, msg, ms(t.opts.QueueTTL), t.opts.KeyPrefix, replyFallback(ex, routingKey), ms(orphanTTL)}
+}
+
+// replyFallback names the queue a reply goes to when its caller's binding
+// is missing. Kombu names every reply queue "<oid>.reply.<ns>.pidbox" and
+// binds it under the routing key <oid>, so a reply to routing key R on
+// exchange "reply.<ns>.pidbox" belongs in "R.reply.<ns>.pidbox" even when
+// the binding that says so is gone. Other exchanges have no fallback.
+func replyFallback(ex transport.Exchange, routingKey string) string {
+	if routingKey == "" || !strings.HasPrefix(ex.Name, "reply.") || !strings.HasSuffix(ex.Name, ".pidbox") {
+		return ""
+	}
+	return routingKey + "." + ex.Name
+}
