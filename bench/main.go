@@ -130,6 +130,7 @@ func (b *bench) ratios() {
 	}
 	rs := []ratio{
 		{"seq_call_p50 pidbox/floor", "seq_call/pidbox/p50_ms", "seq_call/floor/p50_ms", 1.5, true},
+		{"seq_call_p50 pidbox/pidbox_norebind", "seq_call/pidbox/p50_ms", "seq_call/pidbox_norebind/p50_ms", 0, true},
 		{"seq_call_p50 pidbox/kombu", "seq_call/pidbox/p50_ms", "seq_call/kombu/p50_ms", 0.2, true},
 		{"concurrent_calls_per_s pidbox/floor", "concurrent/pidbox/calls_per_s", "concurrent/floor/calls_per_s", 0.6, false},
 		{"gather10_p50 pidbox/kombu", "gather_10/pidbox/p50_ms", "gather_10/kombu/p50_ms", 0, true},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 )
 
@@ -28,8 +29,18 @@ func (b *bench) openTransport() *pidredis.Transport {
 	return tr
 }
 
-func (b *bench) startFleet(prefix string, n int) *fleet {
+// noRebind hides a transport's transport.Rebinder, for measuring what
+// re-declaring bindings with every publish costs.
+type noRebind struct{ transport.Transport }
+
+func (b *bench) startFleet(prefix string, n int) *fleet { return b.startFleetOn(prefix, n, false) }
+
+func (b *bench) startFleetOn(prefix string, n int, plain bool) *fleet {
 	f := &fleet{tr: b.openTransport()}
+	var tr transport.Transport = f.tr
+	if plain {
+		tr = noRebind{f.tr}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	var mu sync.Mutex
@@ -39,7 +50,7 @@ func (b *bench) startFleet(prefix string, n int) *fleet {
 		start.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			mb, err := pidbox.New(f.tr, pidbox.Options{Logger: quiet})
+			mb, err := pidbox.New(tr, pidbox.Options{Logger: quiet})
 			check(err)
 			node := mb.NewNode(fmt.Sprintf("%s%04d@bench", prefix, i), pidbox.NodeOptions{Concurrency: 256})
 			f.wg.Go(func() { _ = node.Serve(ctx) })
@@ -59,11 +70,17 @@ func (f *fleet) stop() {
 	_ = f.tr.Close()
 }
 
-func (b *bench) controller() (*pidbox.Mailbox, func()) {
-	tr := b.openTransport()
+func (b *bench) controller() (*pidbox.Mailbox, func()) { return b.controllerOn(false) }
+
+func (b *bench) controllerOn(plain bool) (*pidbox.Mailbox, func()) {
+	rtr := b.openTransport()
+	var tr transport.Transport = rtr
+	if plain {
+		tr = noRebind{rtr}
+	}
 	mb, err := pidbox.New(tr, pidbox.Options{Logger: quiet})
 	check(err)
-	return mb, func() { _ = mb.Close(); _ = tr.Close() }
+	return mb, func() { _ = mb.Close(); _ = rtr.Close() }
 }
 
 // rounds alternates the pidbox and floor measurements, so that drift in a
@@ -76,18 +93,25 @@ func (b *bench) sequential() {
 	defer f.stop()
 	ctl, done := b.controller()
 	defer done()
-	dest := f.nodes[0].Hostname()
-	call := func() {
-		rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(dest), pidbox.Timeout(5*time.Second))
-		check(err)
-		if len(rs.Replies) != 1 {
-			check(fmt.Errorf("sequential call: %d replies", len(rs.Replies)))
+	pf := b.startFleetOn("seqplain", 1, true)
+	defer pf.stop()
+	pctl, pdone := b.controllerOn(true)
+	defer pdone()
+	caller := func(ctl *pidbox.Mailbox, dest string) func() {
+		return func() {
+			rs, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(dest), pidbox.Timeout(5*time.Second))
+			check(err)
+			if len(rs.Replies) != 1 {
+				check(fmt.Errorf("sequential call: %d replies", len(rs.Replies)))
+			}
 		}
 	}
+	call := caller(ctl, f.nodes[0].Hostname())
+	plainCall := caller(pctl, pf.nodes[0].Hostname())
 	floorCall, stopFloor := b.floorSequential()
 	defer stopFloor()
-	var lat, flat latencies
-	var total, ftotal time.Duration
+	var lat, flat, plat latencies
+	var total, ftotal, ptotal time.Duration
 	measure := func(fn func(), lat *latencies, total *time.Duration, k int) {
 		start := time.Now()
 		for range k {
@@ -101,11 +125,14 @@ func (b *bench) sequential() {
 	var dt time.Duration
 	measure(call, &discard, &dt, 200)
 	measure(floorCall, &discard, &dt, 200)
+	measure(plainCall, &discard, &dt, 200)
 	for range rounds {
 		measure(call, &lat, &total, n/rounds)
 		measure(floorCall, &flat, &ftotal, n/rounds)
+		measure(plainCall, &plat, &ptotal, n/rounds)
 	}
 	b.record("seq_call", "pidbox", "n", len(lat), "p50_ms", lat.pct(0.5), "p90_ms", lat.pct(0.9), "p99_ms", lat.pct(0.99), "calls_per_s", float64(len(lat))/total.Seconds())
+	b.record("seq_call", "pidbox_norebind", "n", len(plat), "p50_ms", plat.pct(0.5), "p90_ms", plat.pct(0.9), "p99_ms", plat.pct(0.99), "calls_per_s", float64(len(plat))/ptotal.Seconds())
 	b.record("seq_call", "floor", "n", len(flat), "p50_ms", flat.pct(0.5), "p90_ms", flat.pct(0.9), "p99_ms", flat.pct(0.99), "calls_per_s", float64(len(flat))/ftotal.Seconds())
 }
 
