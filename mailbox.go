@@ -121,12 +121,6 @@ func (o *Options) setDefaults() error {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
-	if o.MaxUnclaimed <= 0 {
-		o.MaxUnclaimed = DefaultMaxUnclaimed
-	}
-	if o.UnclaimedAge <= 0 {
-		o.UnclaimedAge = DefaultUnclaimedAge
-	}
 	if o.QuietGap <= 0 {
 		o.QuietGap = DefaultQuietGap
 	}
