@@ -4,7 +4,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"testing"
 )
 
 // Proxy forwards loopback TCP connections to a target. Blackhole makes
@@ -26,7 +25,7 @@ type proxied struct {
 
 // NewProxy listens on a free loopback port and forwards to target until
 // the test ends.
-func NewProxy(t testing.TB, target string) *Proxy {
+func NewProxy(t TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -19,7 +18,7 @@ const Python = "/usr/bin/python3"
 // RequirePython checks that Python and the modules the interop tests use
 // are installed. It skips the test when they are not, unless CI=true,
 // where it fails.
-func RequirePython(t testing.TB, modules ...string) {
+func RequirePython(t TB, modules ...string) {
 	t.Helper()
 	msg := ""
 	if _, err := os.Stat(Python); err != nil {
@@ -39,7 +38,7 @@ func RequirePython(t testing.TB, modules ...string) {
 
 // Process is a child process a test started and reads line by line.
 type Process struct {
-	t    testing.TB
+	t    TB
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	out  []string
@@ -50,7 +49,7 @@ type Process struct {
 
 // StartProcess runs a program, collecting its output (stdout and stderr
 // merged), and kills it when the test ends.
-func StartProcess(t testing.TB, dir string, env []string, name string, args ...string) *Process {
+func StartProcess(t TB, dir string, env []string, name string, args ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -25,7 +24,7 @@ import (
 
 // Server is a redis-server process owned by a test.
 type Server struct {
-	t     testing.TB
+	t     TB
 	bin   string
 	dir   string
 	port  int
@@ -36,7 +35,7 @@ type Server struct {
 
 // Require returns the path of a program the tests need. It skips the test
 // when the program is missing, unless CI=true, where it fails.
-func Require(t testing.TB, program, install string) string {
+func Require(t TB, program, install string) string {
 	t.Helper()
 	path, err := exec.LookPath(program)
 	if err == nil {
@@ -54,7 +53,7 @@ func Require(t testing.TB, program, install string) string {
 // end, after everything the test started later has been cleaned up, it
 // fails the test if any key in any database lacks a TTL, except under the
 // prefixes given to AllowNoTTL.
-func Start(t testing.TB) *Server {
+func Start(t TB) *Server {
 	t.Helper()
 	bin := Require(t, "redis-server", "apt-get install redis-server")
 	port, err := freePort()

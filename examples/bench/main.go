@@ -2,9 +2,9 @@
 // Kombu, in one run on one redis-server it starts itself, and prints one
 // key=value line per figure, then the ratios. See docs/BENCHMARKS.md.
 //
-//	go run ./bench             # everything (Kombu needs /usr/bin/python3 with python3-kombu)
-//	go run ./bench -quick      # fewer iterations
-//	go run ./bench -kombu=false
+//	go run ./examples/bench             # everything (Kombu needs /usr/bin/python3 with python3-kombu)
+//	go run ./examples/bench -quick      # fewer iterations
+//	go run ./examples/bench -kombu=false
 package main
 
 import (

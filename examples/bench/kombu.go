@@ -72,7 +72,7 @@ func (b *bench) kombuNodes(prefix string, n int) (stop func()) {
 }
 
 func (b *bench) kombuRun(args ...string) latencies {
-	cmd := exec.Command(redistest.Python, append([]string{"bench/kombu_bench.py", b.url}, args...)...)
+	cmd := exec.Command(redistest.Python, append([]string{"examples/bench/kombu_bench.py", b.url}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	check(err)
