@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -41,8 +42,9 @@ func (JSON) ContentEncoding() string { return "utf-8" }
 // Marshal implements Codec.
 func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// Unmarshal implements Codec.
-func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+// Unmarshal implements Codec. Numbers decoded into interfaces keep
+// Python's int and float apart: see NumberValue.
+func (JSON) Unmarshal(data []byte, v any) error { return decodeJSON(data, v) }
 
 // Msgpack is the msgpack codec ("application/x-msgpack"), as written by
 // Python's msgpack with use_bin_type=True.
@@ -57,8 +59,14 @@ func (Msgpack) ContentType() string { return "application/x-msgpack" }
 // ContentEncoding implements Codec.
 func (Msgpack) ContentEncoding() string { return "binary" }
 
-// Marshal implements Codec.
+// Marshal implements Codec. A json.Number inside a map[string]any or
+// []any is written as the int or float it stands for; an integer beyond
+// 64 bits is an error wrapping ErrUnsupported.
 func (Msgpack) Marshal(v any) ([]byte, error) {
+	v, err := toMsgpack(v)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	enc := msgpack.GetEncoder()
 	defer msgpack.PutEncoder(enc)
@@ -73,7 +81,10 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 
 // Unmarshal implements Codec. It first checks the value's declared
 // lengths and nesting against the data, so hostile input cannot make it
-// allocate much more than its own size.
+// allocate much more than its own size. Integers decoded into interfaces
+// are int64 (uint64 above math.MaxInt64) and floats float64, as from the
+// json codec, whatever width msgpack stored them in; bin stays []byte
+// and str string.
 func (Msgpack) Unmarshal(data []byte, v any) error {
 	if err := checkMsgpack(data); err != nil {
 		return err
@@ -88,6 +99,9 @@ func (Msgpack) Unmarshal(data []byte, v any) error {
 	}
 	if rd.Len() != 0 {
 		return fmt.Errorf("msgpack: %d trailing bytes after the value", rd.Len())
+	}
+	if holdsInterface(reflect.TypeOf(v), nil) {
+		fixNumbers(reflect.ValueOf(v), msgpackNumber)
 	}
 	return nil
 }

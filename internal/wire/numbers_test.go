@@ -1,0 +1,90 @@
+package wire_test
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Integers decoded into interfaces stay integers, exact to 64 bits, and
+// floats stay floats, in both codecs: what Python sent is what Go holds.
+func TestNumbersIntoInterfaces(t *testing.T) {
+	want := map[string]any{
+		"small": int64(3), "neg": int64(-42), "f3": 3.0, "frac": 0.5,
+		"p53": int64(1<<53 + 1), "max63": int64(math.MaxInt64), "min63": int64(math.MinInt64),
+		"max64": uint64(math.MaxUint64), "u200": int64(200),
+		"nested": []any{int64(1), map[string]any{"x": int64(2), "y": 2.5}},
+	}
+	jsonText := `{"small": 3, "neg": -42, "f3": 3.0, "frac": 0.5, "p53": 9007199254740993,
+		"max63": 9223372036854775807, "min63": -9223372036854775808, "max64": 18446744073709551615,
+		"u200": 200, "nested": [1, {"x": 2, "y": 2.5}]}`
+	packed, err := wire.Msgpack{}.Marshal(want)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		codec wire.Codec
+		data  []byte
+	}{{wire.JSON{}, []byte(jsonText)}, {wire.Msgpack{}, packed}} {
+		t.Run(c.codec.Name(), func(t *testing.T) {
+			var m map[string]any
+			require.NoError(t, c.codec.Unmarshal(c.data, &m))
+			assert.Equal(t, want, m)
+
+			var a any
+			require.NoError(t, c.codec.Unmarshal(c.data, &a))
+			assert.Equal(t, want, a)
+
+			var s struct {
+				Small  any            `json:"small"`
+				Max64  any            `json:"max64"`
+				Nested []any          `json:"nested"`
+				Rest   map[string]any `json:"-"`
+				N      int            `json:"neg"`
+			}
+			require.NoError(t, c.codec.Unmarshal(c.data, &s))
+			assert.Equal(t, int64(3), s.Small)
+			assert.Equal(t, uint64(math.MaxUint64), s.Max64)
+			assert.Equal(t, want["nested"], s.Nested)
+			assert.Equal(t, -42, s.N)
+		})
+	}
+}
+
+func TestJSONBeyond64Bits(t *testing.T) {
+	var m map[string]any
+	require.NoError(t, wire.JSON{}.Unmarshal([]byte(`{"big": 1267650600228229401496703205376, "neg": -18446744073709551616}`), &m))
+	assert.Equal(t, json.Number("1267650600228229401496703205376"), m["big"])
+	assert.Equal(t, json.Number("-18446744073709551616"), m["neg"])
+
+	// Back to json: the same digits. To msgpack: an error, before anything
+	// is written, as Python's msgpack refuses such an integer too.
+	out, err := wire.JSON{}.Marshal(m)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"big": 1267650600228229401496703205376, "neg": -18446744073709551616}`, string(out))
+	_, err = wire.Msgpack{}.Marshal(m)
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, wire.ErrUnsupported), "%v", err)
+	assert.Contains(t, err.Error(), "does not fit msgpack's 64 bits")
+
+	// A json.Number that fits is written as the number it stands for.
+	b, err := wire.Msgpack{}.Marshal(map[string]any{"n": json.Number("3"), "f": json.Number("3.0"), "l": []any{json.Number("18446744073709551615")}})
+	require.NoError(t, err)
+	var back map[string]any
+	require.NoError(t, wire.Msgpack{}.Unmarshal(b, &back))
+	assert.Equal(t, map[string]any{"n": int64(3), "f": 3.0, "l": []any{uint64(math.MaxUint64)}}, back)
+}
+
+func TestJSONUnmarshalErrorsUnchanged(t *testing.T) {
+	var a any
+	assert.Error(t, wire.JSON{}.Unmarshal([]byte(`{"a": 1} x`), &a))
+	assert.Error(t, wire.JSON{}.Unmarshal([]byte(`{"a": `), &a))
+	assert.Error(t, wire.JSON{}.Unmarshal([]byte(``), &a))
+	var m map[string]any
+	assert.Error(t, wire.JSON{}.Unmarshal([]byte(`[1]`), &m))
+	require.NoError(t, wire.JSON{}.Unmarshal([]byte(" {\"a\": 1e400} \n"), &m))
+	assert.True(t, math.IsInf(m["a"].(float64), 1), "1e400 is inf, as Python's json reads it")
+}
