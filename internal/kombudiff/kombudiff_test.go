@@ -1,0 +1,32 @@
+package kombudiff_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/gopidbox/pidbox/internal/kombudiff"
+	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/transport"
+	pidredis "github.com/gopidbox/pidbox/transport/redis"
+)
+
+// TestRedis runs the differential suite against Kombu on a real
+// redis-server: Kombu's fleet in database 1, Go's in database 2.
+func TestRedis(t *testing.T) {
+	redistest.RequirePython(t, "kombu", "msgpack", "redis")
+	srv := redistest.Start(t)
+	srv.AllowNoTTL("_kombu.") // Kombu's binding sets
+	quiet := slog.New(slog.DiscardHandler)
+	kombudiff.Run(t, kombudiff.Broker{
+		Name:     "redis",
+		KombuURL: [2]string{srv.URL(1), srv.URL(2)},
+		GoURL:    [2]string{srv.URL(1), srv.URL(2)},
+		Open: func(ctx context.Context, url string) (transport.Transport, error) {
+			return pidredis.Open(ctx, url, pidredis.Options{Logger: quiet})
+		},
+		Tap: func(ctx context.Context) (kombudiff.Tap, error) {
+			return kombudiff.NewRedisTap(ctx, srv.Addr(), [2]int{1, 2})
+		},
+	})
+}
