@@ -5,6 +5,7 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -106,6 +107,14 @@ func (p *proc) errOutput() string {
 // next returns the next line of output, or an error after d or when the
 // process has exited.
 func (p *proc) next(d time.Duration) (string, error) {
+	if d <= 0 {
+		select {
+		case l := <-p.lines:
+			return l, nil
+		default:
+			return "", errors.New("kombu peer: no output yet")
+		}
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
