@@ -182,30 +182,6 @@ func (c *cli) options() ([]pidbox.CallOption, error) {
 	return opts, nil
 }
 
-// arguments builds the command's keyword arguments from --args and
-// key=value pairs; a value is JSON when it parses as JSON, else a string.
-func (c *cli) arguments(pairs []string) (map[string]any, error) {
-	args := map[string]any{}
-	if c.argsJSON != "" {
-		if err := json.Unmarshal([]byte(c.argsJSON), &args); err != nil {
-			return nil, usagef("--args must be a JSON object: %v", err)
-		}
-	}
-	for _, p := range pairs {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok || k == "" {
-			return nil, usagef("argument %q: want key=value", p)
-		}
-		var parsed any
-		if err := json.Unmarshal([]byte(v), &parsed); err == nil {
-			args[k] = parsed
-		} else {
-			args[k] = v
-		}
-	}
-	return args, nil
-}
-
 // session is an open mailbox, plus the in-process fleet for memory://.
 type session struct {
 	mb    *pidbox.Mailbox
@@ -370,7 +346,7 @@ func asJSON(r reply.Reply) json.RawMessage {
 	}
 	var v any
 	if err := r.Decode(&v); err == nil {
-		if b, err := json.Marshal(v); err == nil {
+		if b, err := marshalValue(v); err == nil {
 			return b
 		}
 		b, _ := json.Marshal(fmt.Sprint(v))

@@ -33,6 +33,11 @@ type Broker struct {
 	Open func(ctx context.Context, url string) (transport.Transport, error)
 	// Tap starts watching the broker.
 	Tap func(ctx context.Context) (Tap, error)
+	// Controller, when set, is the path of a built examples/controller
+	// binary, taking GoURL[0] as its --broker: the suite then checks that
+	// its arguments reach a Kombu node as Kombu's own caller sends them,
+	// and that it prints replies as Kombu's caller reads them.
+	Controller string
 }
 
 // Tap reports the messages published on a broker.

@@ -3,6 +3,8 @@ package kombudiff_test
 import (
 	"context"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/gopidbox/pidbox/internal/kombudiff"
@@ -18,6 +20,10 @@ func TestRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.AllowNoTTL("_kombu.") // Kombu's binding sets
 	quiet := slog.New(slog.DiscardHandler)
+	controller := filepath.Join(t.TempDir(), "controller")
+	if out, err := exec.Command("go", "build", "-o", controller, "github.com/gopidbox/pidbox/examples/controller").CombinedOutput(); err != nil {
+		t.Fatalf("build the controller: %v\n%s", err, out)
+	}
 	kombudiff.Run(t, kombudiff.Broker{
 		Name:     "redis",
 		KombuURL: [2]string{srv.URL(1), srv.URL(2)},
@@ -28,5 +34,6 @@ func TestRedis(t *testing.T) {
 		Tap: func(ctx context.Context) (kombudiff.Tap, error) {
 			return kombudiff.NewRedisTap(ctx, srv.Addr(), [2]int{1, 2})
 		},
+		Controller: controller,
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -165,6 +166,9 @@ func Run(t *testing.T, b Broker) {
 	t.Run("Envelopes", s.envelopes)
 	t.Run("Values", s.values)
 	t.Run("RefusedContentType", s.refusedContentType)
+	if b.Controller != "" {
+		t.Run("Controller", s.controller)
+	}
 	if t.Failed() {
 		t.Logf("Go log:\n%s", tail(s.log.String(), 8000))
 	}
@@ -883,5 +887,59 @@ func (s *suite) refusedContentType(t *testing.T) {
 				t.Errorf("go nodes logged %d drops for %d refused messages in %s; want 1..%d", lines, 2*burst, elapsed, max)
 			}
 		}
+	}
+}
+
+// controller runs examples/controller's call against Kombu's nodes with
+// arguments written as on a command line, and compares what the handler
+// received and what the controller printed with Kombu's own caller.
+func (s *suite) controller(t *testing.T) {
+	py := map[string]arg{
+		"n": {Py: "3"}, "f": {Py: "3.0"}, "neg": {Py: "-5"}, "big": {Py: "2**64-1"}, "p53": {Py: "2**53+1"},
+		"s": {Py: "'x'"}, "rate": {Py: "'10/m'"}, "l": {Py: "[1, 2.5, None]"}, "m": {Py: "{'k': 1, 'z': 0.5}"},
+	}
+	cli := []string{`--args={"n": 3, "f": 3.0, "neg": -5, "big": 18446744073709551615}`,
+		"p53=9007199254740993", "s=x", "rate=10/m", "l=[1, 2.5, null]", `m={"k": 1, "z": 0.5}`}
+	for _, v := range variants {
+		if !v.valueTable {
+			continue
+		}
+		t.Run(v.name, func(t *testing.T) {
+			s.t = t
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			o := op{name: "controller", method: "echo", args: py, destination: []string{alpha}, reply: true, limit: 1, runs: []string{alpha}}
+			kk := s.viaKombu(ctx, v, 0, o, 1)
+			if kk.err != "" || len(kk.recv) != 1 || len(kk.replies) != 1 {
+				t.Fatalf("kombu->kombu: %q %v %v", kk.err, kk.recv, kk.replies)
+			}
+			s.drainRecv(0)
+			args := append([]string{"--broker", s.b.GoURL[0], "--namespace", v.ns(), "--type", string(v.kind),
+				"--serializer", v.clientSer, "--timeout", "10s", "--json", "call", "echo", "-d", alpha}, cli...)
+			cmd := exec.CommandContext(ctx, s.b.Controller, args...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("controller %v: %v\n%s%s", args, err, out, stderr.String())
+			}
+			r, err := s.recv(0, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !Same(r.Args, kk.recv[0].Args) {
+				t.Errorf("the handler received %s from the controller; from Kombu's caller: %s", Show(r.Args), Show(kk.recv[0].Args))
+			}
+			printed, err := DecodePayload("application/json", out)
+			if err != nil {
+				t.Fatalf("controller --json printed %q: %v", out, err)
+			}
+			if got, want := Show(Describe(printed)), Show(kk.replies[0]); got != want {
+				t.Errorf("the controller printed %s; Kombu's caller read %s", got, want)
+			}
+			if _, err := s.tap.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
