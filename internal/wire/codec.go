@@ -60,8 +60,9 @@ func (Msgpack) ContentType() string { return "application/x-msgpack" }
 func (Msgpack) ContentEncoding() string { return "binary" }
 
 // Marshal implements Codec. A json.Number inside a map[string]any or
-// []any is written as the int or float it stands for; an integer beyond
-// 64 bits is an error wrapping ErrUnsupported.
+// []any is written as the int or float it stands for. What a Python peer
+// could not read is an error wrapping ErrUnsupported: an integer beyond
+// 64 bits, a string that is not valid UTF-8.
 func (Msgpack) Marshal(v any) ([]byte, error) {
 	v, err := toMsgpack(v)
 	if err != nil {
@@ -74,6 +75,9 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 	enc.SetCustomStructTag("json")
 	enc.UseCompactInts(true)
 	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	if err := checkStrings(buf.Bytes()); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // maxMsgpackDepth bounds the nesting of msgpack values: a decoder recursing
@@ -17,7 +18,17 @@ var errMsgpackShape = errors.New("msgpack: declared length larger than the data,
 // deeper than maxMsgpackDepth. The msgpack library sizes its slices and
 // maps from declared lengths, so without this check a ten-byte message
 // could make it allocate tens of megabytes.
-func checkMsgpack(data []byte) error {
+func checkMsgpack(data []byte) error { return walkMsgpack(data, false) }
+
+// checkStrings refuses msgpack data holding a str that is not valid
+// UTF-8. Python's msgpack decodes str as UTF-8 and refuses the whole
+// message otherwise: a Kombu peer would lose it, or a Kombu caller would
+// fail its whole gather. Bytes belong in bin, which Go's []byte is.
+func checkStrings(data []byte) error { return walkMsgpack(data, true) }
+
+var errInvalidUTF8 = errors.New("a string is not valid UTF-8, which a Python peer refuses; send bytes as []byte")
+
+func walkMsgpack(data []byte, utf8Strings bool) error {
 	// pending[i] counts the values still to read at nesting level i.
 	pending := make([]int, 1, 16)
 	pending[0] = 1
@@ -46,6 +57,12 @@ func checkMsgpack(data []byte) error {
 			return 0, fmt.Errorf("%w (at byte %d)", errMsgpackShape, i)
 		}
 		return int(n), nil
+	}
+	str := func(n int) error {
+		if utf8Strings && !utf8.Valid(data[i-n:i]) {
+			return fmt.Errorf("%w: %w (at byte %d)", ErrUnsupported, errInvalidUTF8, i-n)
+		}
+		return nil
 	}
 	open := func(items int) error {
 		if items > len(data)-i {
@@ -80,16 +97,25 @@ func checkMsgpack(data []byte) error {
 			err = open(int(c & 0x0f))
 		case c >= 0xa0 && c <= 0xbf:
 			err = need(int(c & 0x1f))
-			i += int(c & 0x1f)
-		case c == 0xc4 || c == 0xd9:
+			if err == nil {
+				i += int(c & 0x1f)
+				err = str(int(c & 0x1f))
+			}
+		case c == 0xc4:
 			n, err = length(1)
 			i += n
-		case c == 0xc5 || c == 0xda:
+		case c == 0xc5:
 			n, err = length(2)
 			i += n
-		case c == 0xc6 || c == 0xdb:
+		case c == 0xc6:
 			n, err = length(4)
 			i += n
+		case c == 0xd9, c == 0xda, c == 0xdb:
+			n, err = length(map[byte]int{0xd9: 1, 0xda: 2, 0xdb: 4}[c])
+			if err == nil {
+				i += n
+				err = str(n)
+			}
 		case c == 0xc7, c == 0xc8, c == 0xc9: // ext 8/16/32: length, type, data
 			n, err = length(map[byte]int{0xc7: 1, 0xc8: 2, 0xc9: 4}[c])
 			if err == nil {

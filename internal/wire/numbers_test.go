@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/gopidbox/pidbox/internal/wire"
@@ -87,4 +88,24 @@ func TestJSONUnmarshalErrorsUnchanged(t *testing.T) {
 	assert.Error(t, wire.JSON{}.Unmarshal([]byte(`[1]`), &m))
 	require.NoError(t, wire.JSON{}.Unmarshal([]byte(" {\"a\": 1e400} \n"), &m))
 	assert.True(t, math.IsInf(m["a"].(float64), 1), "1e400 is inf, as Python's json reads it")
+}
+
+// A string that is not UTF-8 would make Python's msgpack refuse the whole
+// message: the encoder refuses it instead, wherever it sits; bytes go as
+// bin.
+func TestMsgpackRefusesInvalidUTF8(t *testing.T) {
+	type S struct {
+		Name string `json:"name"`
+	}
+	for _, v := range []any{"a\xffb", map[string]any{"k": []any{"ok", "\xc3"}}, S{Name: "x\x80"}, map[string]any{"\xff": 1},
+		strings.Repeat("é", 40) + "\xff", strings.Repeat("x", 300) + "\xfe"} {
+		_, err := wire.Msgpack{}.Marshal(v)
+		require.Error(t, err, "%q", v)
+		assert.ErrorIs(t, err, wire.ErrUnsupported)
+		assert.Contains(t, err.Error(), "not valid UTF-8")
+	}
+	for _, v := range []any{"héllo ✓ 🎉", []byte("\xff\x00"), map[string]any{"b": []byte{0xc3}, "s": "ok"}, strings.Repeat("é", 300)} {
+		_, err := wire.Msgpack{}.Marshal(v)
+		assert.NoError(t, err, "%q", v)
+	}
 }
