@@ -54,7 +54,9 @@ type Request struct {
 // Decode parses the keyword arguments into v, a pointer to a struct or a
 // map; struct fields are matched by their json tags. Unknown arguments are
 // ignored, as Celery's **kwargs would take them. A mismatch gives an error
-// wrapping ErrBadArguments.
+// wrapping ErrBadArguments. Numbers decoded into any (a map[string]any, an
+// any field) keep Python's types: int64, uint64 above math.MaxInt64,
+// json.Number beyond 64 bits, float64 for 3.0 and 1.5.
 func (r *Request) Decode(v any) error {
 	if len(r.Arguments) == 0 {
 		return nil

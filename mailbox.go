@@ -61,7 +61,10 @@ type Options struct {
 	// Serializer is the codec of every message the mailbox and its nodes
 	// send, requests and replies alike, as Kombu's Mailbox.serializer:
 	// "json" (default) or "msgpack". Beside a Celery fleet, set it to the
-	// fleet's task_serializer.
+	// fleet's task_serializer, and Accept to its accept_content: with
+	// task_serializer = "msgpack", Serializer: "msgpack" and Accept:
+	// []string{"json", "msgpack"}, so Celery's callers, which read only
+	// what accept_content allows, can read the nodes' replies.
 	Serializer string
 	// Accept lists the serializers incoming messages may use. Default:
 	// json and msgpack.

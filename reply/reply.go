@@ -34,7 +34,9 @@ type Reply struct {
 }
 
 // Decode parses the reply value into v, a pointer. Structs are matched by
-// their json tags, whichever serializer the reply used.
+// their json tags, whichever serializer the reply used. Numbers decoded
+// into any keep Python's types: int64, uint64 above math.MaxInt64,
+// json.Number beyond 64 bits, float64 for 3.0 and 1.5.
 func (r Reply) Decode(v any) error {
 	c, err := wire.CodecOf(r.ContentType)
 	if err != nil {

@@ -40,7 +40,10 @@ type Broker struct {
 	Controller string
 }
 
-// Tap reports the messages published on a broker.
+// Tap reports the messages published on a broker. On Redis, NewRedisTap
+// uses MONITOR. On RabbitMQ, RabbitMQ's firehose (rabbitmqctl trace_on, a
+// queue bound to amq.rabbitmq.trace with "publish.#") sees every publish
+// with its properties; MessageFields turns each into Frame.Fields.
 type Tap interface {
 	// Sync returns the messages published since the previous Sync; every
 	// publish that returned before Sync was called is included.
@@ -73,9 +76,6 @@ func EnvelopeFields(raw []byte) (map[string]string, error) {
 	}
 	body, _ := env["body"].(string)
 	delete(env, "body")
-	out := map[string]string{}
-	Flatten("", Describe(env), out)
-	delete(out, "")
 	props, _ := env["properties"].(map[string]any)
 	if enc, _ := props["body_encoding"].(string); enc != "base64" {
 		return nil, fmt.Errorf("envelope: body_encoding %q", enc)
@@ -84,16 +84,28 @@ func EnvelopeFields(raw []byte) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envelope body: %w", err)
 	}
-	ct, _ := env["content-type"].(string)
+	return MessageFields(env, payload), nil
+}
+
+// MessageFields flattens a message given as Kombu's envelope fields
+// without the body ("content-type", "content-encoding", "headers",
+// "properties" with "delivery_info" inside; json.Number for numbers) and
+// its payload. A Tap on a broker without JSON envelopes (AMQP's frames)
+// builds the same map from its frames, so the paths compare alike.
+func MessageFields(envelope map[string]any, payload []byte) map[string]string {
+	out := map[string]string{}
+	Flatten("", Describe(envelope), out)
+	delete(out, "")
+	ct, _ := envelope["content-type"].(string)
 	v, err := DecodePayload(ct, payload)
 	if err != nil {
 		// Python's json writes NaN and Infinity, which no JSON decoder
 		// reads: the payload is kept as text, so it still compares.
 		out["body"] = fmt.Sprintf("undecodable %q", payload)
-		return out, nil
+		return out
 	}
 	Flatten("body", Describe(v), out)
-	return out, nil
+	return out
 }
 
 // DecodePayload decodes a payload into plain values the way Python's json
