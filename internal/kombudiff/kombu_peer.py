@@ -2,11 +2,13 @@
 
 usage:
   kombu_peer.py node URL SPECS_JSON
-      SPECS_JSON: [{"namespace", "type", "serializer", "accept", "hostname"}].
+      SPECS_JSON: [{"namespace", "type", "serializer", "accept", "hostname",
+      "any_method"}].
       Serves one Kombu pidbox Node per spec on one connection. Prints READY
       once every node consumes, then one line per handler call:
       RECV {"node", "method", "args": DESCRIPTION}.
-      Handlers: echo(**kw) returns kw; fail() raises ValueError('bad thing').
+      Handlers: echo(**kw) returns kw; fail() raises ValueError('bad thing');
+      with any_method, every other method is recorded and returns {"ok": "recorded"}.
   kombu_peer.py client
       Reads one JSON command per line from stdin and prints one JSON result
       line per command: {"ok": true, "replies": [DESCRIPTION, ...]} or
@@ -67,6 +69,21 @@ def sort_key(d):
     return d[0] + "\x00" + (v if isinstance(v, str) else json.dumps(v))
 
 
+class AnyMethod(dict):
+    """Handlers that record any method, as Celery's commands would run."""
+
+    def __init__(self, hostname):
+        super().__init__()
+        self.hostname = hostname
+
+    def __missing__(self, method):
+        def record(state, **kwargs):
+            sys.stdout.write("RECV " + json.dumps({"node": self.hostname, "method": method, "args": describe(kwargs)}) + "\n")
+            sys.stdout.flush()
+            return {"ok": "recorded"}
+        return record
+
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -94,7 +111,10 @@ def serve(url, specs):
                 sys.stdout.flush()
                 raise ValueError("bad thing")
 
-            node.handlers = {"echo": echo, "fail": fail}
+            if spec.get("any_method"):
+                node.handlers = AnyMethod(hostname)
+            else:
+                node.handlers = {"echo": echo, "fail": fail}
             consumers.append(node.listen(channel=conn.channel()))
         print("READY", flush=True)
         while not stop:

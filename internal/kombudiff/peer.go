@@ -142,6 +142,7 @@ type NodeSpec struct {
 	Serializer string   `json:"serializer"`
 	Accept     []string `json:"accept"`
 	Hostname   string   `json:"hostname"`
+	AnyMethod  bool     `json:"any_method,omitempty"` // record every method, not only echo and fail
 }
 
 func startKombuNodes(t testing.TB, dir, url string, specs []NodeSpec) *kombuNodes {

@@ -168,6 +168,7 @@ func Run(t *testing.T, b Broker) {
 	t.Run("RefusedContentType", s.refusedContentType)
 	if b.Controller != "" {
 		t.Run("Controller", s.controller)
+		t.Run("CeleryControl", s.celeryControl)
 	}
 	if t.Failed() {
 		t.Logf("Go log:\n%s", tail(s.log.String(), 8000))
@@ -201,6 +202,8 @@ func setup(t *testing.T, b Broker) *suite {
 			specs = append(specs, NodeSpec{Namespace: v.ns(), Type: string(v.kind), Serializer: v.nodeSer, Accept: v.nodeAcc, Hostname: h})
 		}
 	}
+	// Celery's namespace, for `celery control`: a node that records any command.
+	specs = append(specs, NodeSpec{Namespace: "celery", Type: "fanout", Serializer: "json", Accept: jsonOnly, Hostname: alpha, AnyMethod: true})
 	s.knodes = startKombuNodes(t, dir, b.KombuURL[0], specs)
 	s.kclient = startKombuClient(t, dir)
 
@@ -955,6 +958,65 @@ func (s *suite) controller(t *testing.T) {
 			if _, err := s.tap.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
+		})
+	}
+}
+
+// celeryControl sends Celery's control commands once with `celery
+// control` and once with the controller, written the controller's way
+// (key=value), and compares the requests on the broker and what the
+// handler received: the controller sends Celery's types.
+func (s *suite) celeryControl(t *testing.T) {
+	redistest.RequirePython(t, "celery")
+	for _, c := range []struct {
+		method string
+		celery []string // positional, converted by Celery's declared types
+		pairs  []string
+	}{
+		{"pool_grow", []string{"3"}, []string{"n=3"}},
+		{"autoscale", []string{"10", "3"}, []string{"max=10", "min=3"}},
+		{"rate_limit", []string{"tasks.add", "10/m"}, []string{"task_name=tasks.add", "rate_limit=10/m"}},
+		{"time_limit", []string{"tasks.add", "1.5", "2"}, []string{"task_name=tasks.add", "soft=1.5", "hard=2.0"}},
+	} {
+		t.Run(c.method, func(t *testing.T) {
+			s.t = t
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			s.drainRecv(0)
+			run := func(name string, args ...string) (Received, []Frame) {
+				t.Helper()
+				cmd := exec.CommandContext(ctx, name, args...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+				}
+				r, err := s.recv(0, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				frames, err := s.tap.Sync(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var requests []Frame
+				for _, f := range frames {
+					if f.Fields["properties.delivery_info.exchange"] == `str "celery.pidbox"` {
+						requests = append(requests, f)
+					}
+				}
+				return r, requests
+			}
+			byCelery, celeryReq := run(redistest.Python, append([]string{"-m", "celery", "-b", s.b.KombuURL[0], "control", c.method},
+				append(c.celery, "-d", alpha, "-t", "5")...)...)
+			byGo, goReq := run(s.b.Controller, append([]string{"--broker", s.b.GoURL[0], "--timeout", "5s", "call", c.method, "-d", alpha},
+				c.pairs...)...)
+			if byCelery.Method != c.method || byGo.Method != c.method || !Same(byCelery.Args, byGo.Args) {
+				t.Errorf("the handler received %s(%s) from the controller; from celery control: %s(%s)",
+					byGo.Method, Show(byGo.Args), byCelery.Method, Show(byCelery.Args))
+			}
+			if len(celeryReq) != 1 {
+				t.Fatalf("celery control put %d requests on the broker, want 1", len(celeryReq))
+			}
+			s.compareFrames(t, variant{name: "celery"}, op{name: "celery-control"}, "request", celeryReq, goReq)
 		})
 	}
 }
