@@ -99,6 +99,7 @@ func Run(t *testing.T, b Broker) {
 	t.Run("Envelopes", s.envelopes)
 	t.Run("Values", s.values)
 	t.Run("RefusedContentType", s.refusedContentType)
+	t.Run("UnrepresentableReply", s.unrepresentableReply)
 	if b.Controller != "" {
 		t.Run("Controller", s.controller)
 		t.Run("CeleryControl", s.celeryControl)
@@ -173,6 +174,9 @@ func setup(t *testing.T, b Broker) *suite {
 			n := nodes.NewNode(h, pidbox.NodeOptions{})
 			n.RegisterFunc("echo", s.goEcho)
 			n.RegisterFunc("fail", s.goFail)
+			n.RegisterFunc("bad_utf8", func(context.Context, *pidbox.Request) (any, error) {
+				return map[string]any{"s": "a\xffb"}, nil // no Python str can hold this
+			})
 			s.goNodes[v.name] = append(s.goNodes[v.name], n)
 			done := make(chan error, 1)
 			served = append(served, done)

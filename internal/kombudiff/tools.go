@@ -180,3 +180,36 @@ func (s *suite) celeryControl(t *testing.T) {
 		})
 	}
 }
+
+// unrepresentableReply: a Go handler returns a string that is not UTF-8,
+// which no Python str can hold. In msgpack, Kombu's caller would refuse
+// the whole message and fail its gather: the Go node sends an error reply
+// instead. In json, encoding/json replaces the bad byte with U+FFFD.
+func (s *suite) unrepresentableReply(t *testing.T) {
+	want := map[string]string{
+		"json":    `[{"alpha@x": {"s": "a�b"}}, {"beta@y": {"s": "a�b"}}]`,
+		"msgpack": `[{"alpha@x": {"error": "the reply of bad_utf8 cannot be serialized: `,
+	}
+	for _, v := range variants {
+		if !v.valueTable {
+			continue
+		}
+		t.Run(v.name, func(t *testing.T) {
+			s.t = t
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			o := op{name: "bad_utf8", method: "bad_utf8", destination: []string{alpha, beta}, reply: true, limit: 2}
+			kg := s.viaKombu(ctx, v, 1, o, 0)
+			if kg.err != "" {
+				t.Fatalf("Kombu's caller failed: %s", kg.err)
+			}
+			got := showAll(kg.replies)
+			if !strings.HasPrefix(got, want[v.nodeSer]) || len(kg.replies) != 2 {
+				t.Errorf("Kombu's caller read %s, want %s...", got, want[v.nodeSer])
+			}
+			if v.nodeSer == "msgpack" && !strings.Contains(got, "not valid UTF-8") {
+				t.Errorf("the error reply should say why: %s", got)
+			}
+		})
+	}
+}
