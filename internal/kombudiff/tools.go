@@ -183,8 +183,9 @@ func (s *suite) celeryControl(t *testing.T) {
 
 // unrepresentableReply: a Go handler returns a string that is not UTF-8,
 // which no Python str can hold. In msgpack, Kombu's caller would refuse
-// the whole message and fail its gather: the Go node sends an error reply
-// instead. In json, encoding/json replaces the bad byte with U+FFFD.
+// the whole message and lose the reply without a word: the Go node sends
+// an error reply instead. In json, encoding/json replaces the bad byte
+// with U+FFFD.
 func (s *suite) unrepresentableReply(t *testing.T) {
 	want := map[string]string{
 		"json":    `[{"alpha@x": {"s": "a�b"}}, {"beta@y": {"s": "a�b"}}]`,

@@ -22,8 +22,8 @@ func checkMsgpack(data []byte) error { return walkMsgpack(data, false) }
 
 // checkStrings refuses msgpack data holding a str that is not valid
 // UTF-8. Python's msgpack decodes str as UTF-8 and refuses the whole
-// message otherwise: a Kombu peer would lose it, or a Kombu caller would
-// fail its whole gather. Bytes belong in bin, which Go's []byte is.
+// message otherwise, so a Kombu peer would lose it without a word. Bytes
+// belong in bin, which Go's []byte is.
 func checkStrings(data []byte) error { return walkMsgpack(data, true) }
 
 var errInvalidUTF8 = errors.New("a string is not valid UTF-8, which a Python peer refuses; send bytes as []byte")
