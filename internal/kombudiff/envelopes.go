@@ -114,7 +114,7 @@ func (s *suite) envelopes(t *testing.T) {
 	}
 }
 
-func compareRecv(t *testing.T, run string, want, got []Received) {
+func compareRecv(t *testing.T, run string, want, got []received) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Errorf("%s: %d handler calls, kombu->kombu %d:\n got %v\nwant %v", run, len(got), len(want), got, want)

@@ -135,8 +135,8 @@ func (p *proc) next(d time.Duration) (string, error) {
 // kombuNodes runs Kombu pidbox nodes and reports their handler calls.
 type kombuNodes struct{ p *proc }
 
-// NodeSpec is one Kombu node to run.
-type NodeSpec struct {
+// nodeSpec is one Kombu node to run.
+type nodeSpec struct {
 	Namespace  string   `json:"namespace"`
 	Type       string   `json:"type"`
 	Serializer string   `json:"serializer"`
@@ -145,7 +145,7 @@ type NodeSpec struct {
 	AnyMethod  bool     `json:"any_method,omitempty"` // record every method, not only echo and fail
 }
 
-func startKombuNodes(t testing.TB, dir, url string, specs []NodeSpec) *kombuNodes {
+func startKombuNodes(t testing.TB, dir, url string, specs []nodeSpec) *kombuNodes {
 	t.Helper()
 	raw, err := json.Marshal(specs)
 	if err != nil {
@@ -163,23 +163,23 @@ func startKombuNodes(t testing.TB, dir, url string, specs []NodeSpec) *kombuNode
 	}
 }
 
-// Received is one handler call as the handler saw it.
-type Received struct {
+// received is one handler call as the handler saw it.
+type received struct {
 	Node   string `json:"node"`
 	Method string `json:"method"`
 	Args   any    `json:"args"`
 }
 
-func (k *kombuNodes) recv(d time.Duration) (Received, error) {
+func (k *kombuNodes) recv(d time.Duration) (received, error) {
 	for {
 		l, err := k.p.next(d)
 		if err != nil {
-			return Received{}, err
+			return received{}, err
 		}
 		if rest, ok := strings.CutPrefix(l, "RECV "); ok {
-			var r Received
+			var r received
 			if err := json.Unmarshal([]byte(rest), &r); err != nil {
-				return Received{}, fmt.Errorf("kombu node: %q: %w", l, err)
+				return received{}, fmt.Errorf("kombu node: %q: %w", l, err)
 			}
 			return r, nil
 		}
@@ -193,8 +193,8 @@ func startKombuClient(t testing.TB, dir string) *kombuClient {
 	return &kombuClient{p: startProc(t, script(t, dir), "client")}
 }
 
-// ClientCmd is one Kombu _broadcast.
-type ClientCmd struct {
+// clientCmd is one Kombu _broadcast.
+type clientCmd struct {
 	URL         string            `json:"url"`
 	Namespace   string            `json:"namespace"`
 	Type        string            `json:"type"`
@@ -210,29 +210,29 @@ type ClientCmd struct {
 	Timeout     float64           `json:"timeout"`
 }
 
-// ClientResult is what Kombu's caller got.
-type ClientResult struct {
+// clientResult is what Kombu's caller got.
+type clientResult struct {
 	OK      bool   `json:"ok"`
 	Replies []any  `json:"replies"`
 	Error   string `json:"error"`
 	Trace   string `json:"trace"`
 }
 
-func (k *kombuClient) do(cmd ClientCmd) (ClientResult, error) {
+func (k *kombuClient) do(cmd clientCmd) (clientResult, error) {
 	raw, err := json.Marshal(cmd)
 	if err != nil {
-		return ClientResult{}, err
+		return clientResult{}, err
 	}
 	if _, err := k.p.stdin.Write(append(raw, '\n')); err != nil {
-		return ClientResult{}, fmt.Errorf("kombu client: %w: %s", err, k.p.errOutput())
+		return clientResult{}, fmt.Errorf("kombu client: %w: %s", err, k.p.errOutput())
 	}
 	l, err := k.p.next(time.Duration(cmd.Timeout*float64(time.Second)) + 20*time.Second)
 	if err != nil {
-		return ClientResult{}, err
+		return clientResult{}, err
 	}
-	var res ClientResult
+	var res clientResult
 	if err := json.Unmarshal([]byte(l), &res); err != nil {
-		return ClientResult{}, fmt.Errorf("kombu client: %q: %w", l, err)
+		return clientResult{}, fmt.Errorf("kombu client: %q: %w", l, err)
 	}
 	return res, nil
 }

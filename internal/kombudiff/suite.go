@@ -84,7 +84,7 @@ type suite struct {
 	tap     Tap
 	knodes  *kombuNodes
 	kclient *kombuClient
-	goRecv  chan Received
+	goRecv  chan received
 	callers map[string]*pidbox.Mailbox // variant name -> Go caller in fleet 0
 	goNodes map[string][]*pidbox.Node  // variant name -> Go nodes in fleet 1
 	log     *testlog.Buffer
@@ -121,7 +121,7 @@ func (v variant) ns() string { return "kd_" + strings.ReplaceAll(v.name, "-", "_
 func setup(t *testing.T, b Broker) *suite {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s := &suite{t: t, b: b, goRecv: make(chan Received, 1024), callers: map[string]*pidbox.Mailbox{}, goNodes: map[string][]*pidbox.Node{}, log: &testlog.Buffer{}}
+	s := &suite{t: t, b: b, goRecv: make(chan received, 1024), callers: map[string]*pidbox.Mailbox{}, goNodes: map[string][]*pidbox.Node{}, log: &testlog.Buffer{}}
 	tap, err := b.Tap(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -130,14 +130,14 @@ func setup(t *testing.T, b Broker) *suite {
 	s.tap = tap
 
 	dir := t.TempDir()
-	var specs []NodeSpec
+	var specs []nodeSpec
 	for _, v := range variants {
 		for _, h := range []string{alpha, beta} {
-			specs = append(specs, NodeSpec{Namespace: v.ns(), Type: string(v.kind), Serializer: v.nodeSer, Accept: v.nodeAcc, Hostname: h})
+			specs = append(specs, nodeSpec{Namespace: v.ns(), Type: string(v.kind), Serializer: v.nodeSer, Accept: v.nodeAcc, Hostname: h})
 		}
 	}
 	// Celery's namespace, for `celery control`: a node that records any command.
-	specs = append(specs, NodeSpec{Namespace: "celery", Type: "fanout", Serializer: "json", Accept: jsonOnly, Hostname: alpha, AnyMethod: true})
+	specs = append(specs, nodeSpec{Namespace: "celery", Type: "fanout", Serializer: "json", Accept: jsonOnly, Hostname: alpha, AnyMethod: true})
 	s.knodes = startKombuNodes(t, dir, b.KombuURL[0], specs)
 	s.kclient = startKombuClient(t, dir)
 
@@ -199,13 +199,13 @@ func setup(t *testing.T, b Broker) *suite {
 func (s *suite) goEcho(_ context.Context, r *pidbox.Request) (any, error) {
 	var args map[string]any
 	if err := r.Decode(&args); err != nil {
-		s.goRecv <- Received{Node: r.Node.Hostname(), Method: r.Method, Args: []any{"go", "error", err.Error()}}
+		s.goRecv <- received{Node: r.Node.Hostname(), Method: r.Method, Args: []any{"go", "error", err.Error()}}
 		return nil, err
 	}
 	if args == nil {
 		args = map[string]any{}
 	}
-	s.goRecv <- Received{Node: r.Node.Hostname(), Method: r.Method, Args: Describe(args)}
+	s.goRecv <- received{Node: r.Node.Hostname(), Method: r.Method, Args: Describe(args)}
 	return args, nil
 }
 
@@ -218,14 +218,14 @@ func (s *suite) goFail(_ context.Context, r *pidbox.Request) (any, error) {
 	if args == nil {
 		args = map[string]any{}
 	}
-	s.goRecv <- Received{Node: r.Node.Hostname(), Method: r.Method, Args: Describe(args)}
+	s.goRecv <- received{Node: r.Node.Hostname(), Method: r.Method, Args: Describe(args)}
 	return nil, errors.New("ValueError('bad thing')")
 }
 
 // outcome is what one run of an operation did.
 type outcome struct {
 	frames   []Frame
-	recv     []Received
+	recv     []received
 	replies  []any // descriptions of {node: value}, sorted
 	err      string
 	errValue error // the Go caller's error
@@ -250,7 +250,7 @@ func (s *suite) viaKombu(ctx context.Context, v variant, fleet int, o op, expect
 	for k, a := range o.args {
 		args[k] = a.Py
 	}
-	cmd := ClientCmd{URL: s.b.KombuURL[fleet], Namespace: v.ns(), Type: string(v.kind), Serializer: v.clientSer, Accept: v.clientAcc,
+	cmd := clientCmd{URL: s.b.KombuURL[fleet], Namespace: v.ns(), Type: string(v.kind), Serializer: v.clientSer, Accept: v.clientAcc,
 		Method: o.method, Args: args, Destination: o.destination, Pattern: o.pattern, Matcher: o.matcher,
 		Reply: o.reply, Limit: o.limit, Timeout: 2}
 	if o.timeout > 0 {
@@ -346,7 +346,7 @@ func (s *suite) finish(ctx context.Context, out *outcome, fleet, expectRecv int)
 	}
 }
 
-func (s *suite) recv(fleet int, d time.Duration) (Received, error) {
+func (s *suite) recv(fleet int, d time.Duration) (received, error) {
 	if fleet == 0 {
 		return s.knodes.recv(d)
 	}
@@ -355,14 +355,14 @@ func (s *suite) recv(fleet int, d time.Duration) (Received, error) {
 		case r := <-s.goRecv:
 			return r, nil
 		default:
-			return Received{}, errors.New("no handler call on a Go node")
+			return received{}, errors.New("no handler call on a Go node")
 		}
 	}
 	select {
 	case r := <-s.goRecv:
 		return r, nil
 	case <-time.After(d):
-		return Received{}, fmt.Errorf("no handler call on a Go node after %s", d)
+		return received{}, fmt.Errorf("no handler call on a Go node after %s", d)
 	}
 }
 

@@ -32,7 +32,7 @@ func (s *suite) refusedContentType(t *testing.T) {
 		}
 		start := time.Now()
 		for range burst {
-			res, err := s.kclient.do(ClientCmd{URL: s.b.KombuURL[fleet], Namespace: bad.ns(), Type: string(bad.kind),
+			res, err := s.kclient.do(clientCmd{URL: s.b.KombuURL[fleet], Namespace: bad.ns(), Type: string(bad.kind),
 				Serializer: bad.clientSer, Accept: bad.clientAcc, Method: "echo", Args: map[string]string{"a": "1"}, Timeout: 2})
 			if err != nil || !res.OK {
 				t.Fatalf("kombu cast: %v %s", err, res.Error)
@@ -143,7 +143,7 @@ func (s *suite) celeryControl(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			s.drainRecv(0)
-			run := func(name string, args ...string) (Received, []Frame) {
+			run := func(name string, args ...string) (received, []Frame) {
 				t.Helper()
 				cmd := exec.CommandContext(ctx, name, args...)
 				if out, err := cmd.CombinedOutput(); err != nil {

@@ -205,7 +205,7 @@ func (s *suite) checkGoToKombu(t *testing.T, gk outcome, lim limit, baseRecv any
 
 // checkRecv compares the handler's arguments with Kombu->Kombu's, or with
 // the limit's expectation when one is given.
-func checkRecv(t *testing.T, run string, got []Received, base any, want string) {
+func checkRecv(t *testing.T, run string, got []received, base any, want string) {
 	t.Helper()
 	switch {
 	case want == "-":
