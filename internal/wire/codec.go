@@ -39,8 +39,10 @@ func (JSON) ContentType() string { return "application/json" }
 // ContentEncoding implements Codec.
 func (JSON) ContentEncoding() string { return "utf-8" }
 
-// Marshal implements Codec.
-func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+// Marshal implements Codec. A whole float64 in a plain tree (any,
+// map[string]any, []any) is written as Python writes it, 3.0 not 3, so a
+// Python peer reads a float; see PyFloat.
+func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(pyFloats(v)) }
 
 // Unmarshal implements Codec. Numbers decoded into interfaces keep
 // Python's int and float apart: see NumberValue.

@@ -290,3 +290,90 @@ func copyNumbers(v any) (any, error) {
 	}
 	return v, nil
 }
+
+// Floats on their way to json are written as Python writes them when they
+// sit in plain trees (any, map[string]any, []any, what decoding into any
+// gives): encoding/json writes a whole float64 as an integer (3.0 as 3,
+// -0.0 as -0, 1e20 as 100000000000000000000), which Python reads as an
+// int. A float64 field of a struct is still written encoding/json's way.
+
+// pyFloats returns v, or a copy of it in which every whole float64 below
+// 1e21 is a PyFloat, when v holds one; plain trees only.
+func pyFloats(v any) any {
+	if !hasWholeFloat(v) {
+		return v
+	}
+	return copyFloats(v)
+}
+
+func wholeFloat(f float64) bool {
+	return f == math.Trunc(f) && math.Abs(f) < 1e21
+}
+
+func hasWholeFloat(v any) bool {
+	switch t := v.(type) {
+	case float64:
+		return wholeFloat(t)
+	case map[string]any:
+		for _, e := range t {
+			if hasWholeFloat(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range t {
+			if hasWholeFloat(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func copyFloats(v any) any {
+	switch t := v.(type) {
+	case float64:
+		if wholeFloat(t) {
+			return PyFloat(t)
+		}
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			out[k] = copyFloats(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = copyFloats(e)
+		}
+		return out
+	}
+	return v
+}
+
+// PyFloat is a float64 that encodes to json as Python's repr writes a
+// float: the shortest digits that read back exactly, with at least one
+// decimal in fixed notation for exponents from -4 to 15 (3.0, -0.0,
+// 1000000000000000.0), else 1e+16, 1e-05. Python reads it back as a
+// float, never an int.
+type PyFloat float64
+
+// MarshalJSON implements json.Marshaler. NaN and ±Inf are an error, as
+// JSON has no such numbers.
+func (f PyFloat) MarshalJSON() ([]byte, error) {
+	x := float64(f)
+	if math.IsInf(x, 0) || math.IsNaN(x) {
+		return json.Marshal(x)
+	}
+	e := strconv.FormatFloat(x, 'e', -1, 64)
+	_, exp, _ := strings.Cut(e, "e")
+	if n, _ := strconv.Atoi(exp); n < -4 || n >= 16 {
+		return []byte(e), nil
+	}
+	s := strconv.FormatFloat(x, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return []byte(s), nil
+}

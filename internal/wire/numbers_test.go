@@ -109,3 +109,42 @@ func TestMsgpackRefusesInvalidUTF8(t *testing.T) {
 		assert.NoError(t, err, "%q", v)
 	}
 }
+
+// Whole floats in plain trees are written as Python writes them, so a
+// Python peer reads floats; the expectations are Python's json.dumps.
+func TestJSONFloatsAsPython(t *testing.T) {
+	for _, c := range []struct {
+		f    float64
+		want string
+	}{
+		{3.0, "3.0"}, {0.0, "0.0"}, {math.Copysign(0, -1), "-0.0"}, {0.1, "0.1"}, {1e15, "1000000000000000.0"},
+		{1e16, "1e+16"}, {1e20, "1e+20"}, {1e21, "1e+21"}, {1.5e-7, "1.5e-07"}, {0.0001, "0.0001"}, {1e-5, "1e-05"},
+		{1e300, "1e+300"}, {123456.789, "123456.789"}, {float64(1 << 53), "9007199254740992.0"}, {-2.5, "-2.5"},
+	} {
+		b, err := wire.PyFloat(c.f).MarshalJSON()
+		require.NoError(t, err)
+		assert.Equal(t, c.want, string(b), "%v", c.f)
+		// As a tree, through the codec: a whole float as Python writes it;
+		// others as encoding/json does (1e-05 as 0.00001), a float either way.
+		b, err = wire.JSON{}.Marshal(map[string]any{"l": []any{c.f}})
+		require.NoError(t, err)
+		if c.f == math.Trunc(c.f) {
+			assert.Equal(t, `{"l":[`+c.want+`]}`, string(b))
+		}
+		var back map[string]any
+		require.NoError(t, wire.JSON{}.Unmarshal(b, &back))
+		assert.Equal(t, math.Float64bits(c.f), math.Float64bits(back["l"].([]any)[0].(float64)), "%v reads back exactly", c.f)
+	}
+	b, err := wire.EncodeReply(wire.JSON{}, "n@h", map[string]any{"x": 3.0, "i": int64(3)})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"n@h": {"x": 3.0, "i": 3}}`, string(b))
+	assert.Contains(t, string(b), `"x":3.0`)
+	_, err = wire.JSON{}.Marshal(map[string]any{"x": math.Inf(1)})
+	assert.Error(t, err)
+	// A struct's float64 field keeps encoding/json's form: the known limit.
+	b, err = wire.JSON{}.Marshal(struct {
+		F float64 `json:"f"`
+	}{3})
+	require.NoError(t, err)
+	assert.Equal(t, `{"f":3}`, string(b))
+}

@@ -128,7 +128,7 @@ func decodeReplyJSON(data []byte) (node string, value Raw, n int, err error) {
 
 // encodeReplyJSON writes {node: value} without building a map.
 func encodeReplyJSON(node string, value any) ([]byte, error) {
-	v, err := json.Marshal(value)
+	v, err := json.Marshal(pyFloats(value))
 	if err != nil {
 		return nil, err
 	}
