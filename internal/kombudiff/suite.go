@@ -231,6 +231,7 @@ type outcome struct {
 	errValue error // the Go caller's error
 }
 
+// of returns the requests or the replies among an outcome's frames.
 func (o outcome) of(kind, ns string) []Frame {
 	var out []Frame
 	for _, f := range o.frames {
@@ -302,11 +303,11 @@ func (s *suite) viaGo(ctx context.Context, v variant, o op, expectRecv int) outc
 		}
 		for _, r := range rs {
 			var val any
-			d := any([]any{"go", "undecodable", ""})
-			if err := r.Decode(&val); err == nil {
-				d = Describe(val)
-			} else {
+			var d any
+			if err := r.Decode(&val); err != nil {
 				d = []any{"go", "undecodable", err.Error()}
+			} else {
+				d = Describe(val)
 			}
 			out.replies = append(out.replies, []any{"dict", []any{[]any{[]any{"str", r.Node}, d}}})
 		}
@@ -322,6 +323,8 @@ func (s *suite) viaGo(ctx context.Context, v variant, o op, expectRecv int) outc
 	return out
 }
 
+// finish waits for the handler calls an operation should cause, then
+// takes what reached the broker meanwhile.
 func (s *suite) finish(ctx context.Context, out *outcome, fleet, expectRecv int) {
 	s.t.Helper()
 	for range expectRecv {
