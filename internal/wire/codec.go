@@ -79,7 +79,7 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
-	if err := checkStrings(buf.Bytes()); err != nil {
+	if err := checkMsgpack(buf.Bytes()); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -87,7 +87,8 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 
 // Unmarshal implements Codec. It first checks the value's declared
 // lengths and nesting against the data, so hostile input cannot make it
-// allocate much more than its own size. Integers decoded into interfaces
+// allocate much more than its own size, and refuses a str that is not
+// valid UTF-8, as Python's msgpack does. Integers decoded into interfaces
 // are int64 (uint64 above math.MaxInt64) and floats float64, as from the
 // json codec, whatever width msgpack stored them in; bin stays []byte
 // and str string.

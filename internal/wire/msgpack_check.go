@@ -13,22 +13,18 @@ const maxMsgpackDepth = 1000
 
 var errMsgpackShape = errors.New("msgpack: declared length larger than the data, or nested too deeply")
 
-// checkMsgpack walks one msgpack value without decoding it and refuses
-// values whose declared lengths exceed the bytes left, or that nest
-// deeper than maxMsgpackDepth. The msgpack library sizes its slices and
-// maps from declared lengths, so without this check a ten-byte message
-// could make it allocate tens of megabytes.
-func checkMsgpack(data []byte) error { return walkMsgpack(data, false) }
-
-// checkStrings refuses msgpack data holding a str that is not valid
-// UTF-8. Python's msgpack decodes str as UTF-8 and refuses the whole
-// message otherwise, so a Kombu peer would lose it without a word. Bytes
-// belong in bin, which Go's []byte is.
-func checkStrings(data []byte) error { return walkMsgpack(data, true) }
-
 var errInvalidUTF8 = errors.New("a string is not valid UTF-8, which a Python peer refuses; send bytes as []byte")
 
-func walkMsgpack(data []byte, utf8Strings bool) error {
+// checkMsgpack walks one msgpack value without decoding it and refuses
+// values whose declared lengths exceed the bytes left, or that nest
+// deeper than maxMsgpackDepth, or that hold a str that is not valid UTF-8.
+// The msgpack library sizes its slices and maps from declared lengths, so
+// without this check a ten-byte message could make it allocate tens of
+// megabytes. Python's msgpack decodes str as UTF-8 and refuses the whole
+// message otherwise, so Kombu would lose such a message without a word:
+// pidbox refuses to write one, and refuses to read one, as Kombu does.
+// Bytes belong in bin, which Go's []byte is.
+func checkMsgpack(data []byte) error {
 	// pending[i] counts the values still to read at nesting level i.
 	pending := make([]int, 1, 16)
 	pending[0] = 1
@@ -59,7 +55,7 @@ func walkMsgpack(data []byte, utf8Strings bool) error {
 		return int(n), nil
 	}
 	str := func(n int) error {
-		if utf8Strings && !utf8.Valid(data[i-n:i]) {
+		if !utf8.Valid(data[i-n : i]) {
 			return fmt.Errorf("%w: %w (at byte %d)", ErrUnsupported, errInvalidUTF8, i-n)
 		}
 		return nil

@@ -108,6 +108,14 @@ func TestMsgpackRefusesInvalidUTF8(t *testing.T) {
 		_, err := wire.Msgpack{}.Marshal(v)
 		assert.NoError(t, err, "%q", v)
 	}
+	// Nor is such a string read, as Python's msgpack would not read it.
+	var v any
+	err := wire.Msgpack{}.Unmarshal([]byte("\xa3a\xffb"), &v)
+	assert.ErrorIs(t, err, wire.ErrUnsupported)
+	_, _, err = wire.DecodeReply(wire.Msgpack{}, []byte("\x81\xa50000\xa10"))
+	assert.ErrorIs(t, err, wire.ErrMalformed)
+	require.NoError(t, wire.Msgpack{}.Unmarshal([]byte("\xc4\x01\xff"), &v), "bin holds any bytes")
+	assert.Equal(t, []byte{0xff}, v)
 }
 
 // Whole floats in plain trees are written as Python writes them, so a
