@@ -9,8 +9,10 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,9 +30,23 @@ type Server struct {
 	bin   string
 	dir   string
 	port  int
+	tls   *TLS
 	cmd   *exec.Cmd
 	exit  chan struct{}
 	allow []string // key prefixes that may lack a TTL at the end
+}
+
+// TLS makes a server speak TLS only, on its one port, with these PEM
+// files (see StartTLS).
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate and key; CAFile
+	// the CA that clients verify it against and, with client
+	// certificates, that verifies the clients.
+	CertFile, KeyFile, CAFile string
+	// ClientCertFile and ClientKeyFile, when set, make the server require
+	// client certificates (tls-auth-clients yes); the helper's own
+	// connections use this pair.
+	ClientCertFile, ClientKeyFile string
 }
 
 // Require returns the path of a program the tests need. It skips the test
@@ -55,12 +71,25 @@ func Require(t TB, program, install string) string {
 // prefixes given to AllowNoTTL.
 func Start(t TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// StartTLS is Start for a server that speaks TLS only. Its URL is a
+// rediss:// URL carrying the CA (and the client certificate) as Kombu's
+// ssl_* parameters.
+func StartTLS(t TB, cfg TLS) *Server {
+	t.Helper()
+	return start(t, &cfg)
+}
+
+func start(t TB, cfg *TLS) *Server {
+	t.Helper()
 	bin := Require(t, "redis-server", "apt-get install redis-server")
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port, tls: cfg}
 	s.must(s.start())
 	t.Cleanup(func() {
 		s.checkTTLs()
@@ -130,16 +159,30 @@ func freePort() (int, error) {
 }
 
 func (s *Server) start() error {
-	s.cmd = exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no",
-		"--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
+		"--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no"}
+	if s.tls != nil {
+		args[1] = "0"
+		args = append(args, "--tls-port", strconv.Itoa(s.port),
+			"--tls-cert-file", s.tls.CertFile, "--tls-key-file", s.tls.KeyFile,
+			"--tls-ca-cert-file", s.tls.CAFile, "--tls-auth-clients", "no")
+		if s.tls.ClientCertFile != "" {
+			args[len(args)-1] = "yes"
+		}
+	}
+	s.cmd = exec.Command(s.bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: start redis-server: %w", err)
 	}
 	s.exit = make(chan struct{})
 	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(s.cmd, s.exit)
-	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), MaxRetries: -1})
+	o, err := s.options(0)
+	if err != nil {
+		return err
+	}
+	o.MaxRetries = -1
+	c := goredis.NewClient(o)
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -164,12 +207,44 @@ func (s *Server) start() error {
 // Addr is host:port.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
-// URL is the redis:// URL of database db.
-func (s *Server) URL(db int) string { return fmt.Sprintf("redis://%s/%d", s.Addr(), db) }
+// URL is the redis:// URL of database db; for a TLS server, the
+// rediss:// URL with the CA and client certificate as ssl_* parameters.
+func (s *Server) URL(db int) string {
+	if s.tls == nil {
+		return fmt.Sprintf("redis://%s/%d", s.Addr(), db)
+	}
+	q := url.Values{"ssl_cert_reqs": {"required"}, "ssl_ca_certs": {s.tls.CAFile}}
+	if s.tls.ClientCertFile != "" {
+		q.Set("ssl_certfile", s.tls.ClientCertFile)
+		q.Set("ssl_keyfile", s.tls.ClientKeyFile)
+	}
+	return fmt.Sprintf("rediss://%s/%d?%s", s.Addr(), db, q.Encode())
+}
+
+// options are the go-redis options of the helper's own connections.
+func (s *Server) options(db int) (*goredis.Options, error) {
+	o := &goredis.Options{Addr: s.Addr(), DB: db}
+	if s.tls == nil {
+		return o, nil
+	}
+	// The helper talks to its own server on loopback, whatever names the
+	// test put in its certificate: it checks nothing but TLS itself.
+	o.TLSConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	if s.tls.ClientCertFile != "" {
+		pair, err := tls.LoadX509KeyPair(s.tls.ClientCertFile, s.tls.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redistest: %w", err)
+		}
+		o.TLSConfig.Certificates = []tls.Certificate{pair}
+	}
+	return o, nil
+}
 
 // Client returns a client the test closes at its end.
 func (s *Server) Client(db int) *goredis.Client {
-	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), DB: db})
+	o, err := s.options(db)
+	s.must(err)
+	c := goredis.NewClient(o)
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -209,7 +284,11 @@ func (s *Server) Thaw() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // KeysWithoutTTL lists the keys in db that match pattern and have no TTL.
 func (s *Server) KeysWithoutTTL(ctx context.Context, db int, pattern string) ([]string, error) {
-	c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), DB: db})
+	o, err := s.options(db)
+	if err != nil {
+		return nil, err
+	}
+	c := goredis.NewClient(o)
 	defer c.Close()
 	var out []string
 	iter := c.Scan(ctx, 0, pattern, 1000).Iterator()

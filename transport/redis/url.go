@@ -2,9 +2,13 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +30,21 @@ import (
 // global_keyprefix=STR, fanout_prefix=true|false|STR, fanout_patterns=true|false.
 // They override opts. Other go-redis URL parameters (dial_timeout, ...)
 // pass through. Errors name the URL without its password.
+//
+// A rediss:// URL takes the TLS parameters of Kombu's and redis-py's
+// broker URLs:
+//
+//	ssl_cert_reqs=required|optional|none   (or CERT_REQUIRED, ...) verify the server's certificate; default required
+//	ssl_ca_certs=/path/ca.pem              the CAs to verify it against; default the system's
+//	ssl_certfile=/path/client.pem          a client certificate, with
+//	ssl_keyfile=/path/client.key           its private key
+//	ssl_check_hostname=true|false          whether the certificate must name the host; default true
+//
+// Two defaults differ from Kombu's, on the safe side: a rediss:// URL
+// without ssl_cert_reqs verifies the server (Kombu then verifies nothing),
+// and the certificate must name the host unless ssl_check_hostname=false
+// (redis-py checks only the chain by default). "optional" verifies as
+// "required" does, as it does for Python's TLS clients.
 func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) {
 	ropts, err := ParseURL(rawURL, &opts)
 	if err != nil {
@@ -36,6 +55,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	t := NewFromClient(client, opts)
 	t.owned = append(t.owned, client)
 	t.addr = Redact(rawURL)
+	if ropts.TLSConfig != nil && ropts.TLSConfig.InsecureSkipVerify && ropts.TLSConfig.VerifyConnection == nil {
+		lg := opts.Logger
+		if lg == nil {
+			lg = slog.Default()
+		}
+		lg.Warn("redis transport: ssl_cert_reqs=none: the server's certificate is not verified, so anyone on the path can pose as it", "url", Redact(rawURL))
+	}
 	if err := t.hello(ctx); err != nil {
 		_ = t.Close()
 		return nil, t.errorf("cannot reach the server: %w", dialError(ctx, ropts, err))
@@ -52,7 +78,11 @@ func dialError(ctx context.Context, o *goredis.Options, pingErr error) error {
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	c, err := (&net.Dialer{}).DialContext(dctx, o.Network, o.Addr)
+	var dial func(context.Context, string, string) (net.Conn, error) = (&net.Dialer{}).DialContext
+	if o.TLSConfig != nil {
+		dial = (&tls.Dialer{Config: o.TLSConfig}).DialContext // shows a certificate refused
+	}
+	c, err := dial(dctx, o.Network, o.Addr)
 	if err != nil {
 		return err
 	}
@@ -85,6 +115,15 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 		}
 		opts.NoFanoutPatterns = !b
 	}
+	tlsq := url.Values{}
+	for _, k := range tlsParams {
+		if v, ok := take(q, k); ok {
+			tlsq.Set(k, v)
+		}
+	}
+	if len(tlsq) > 0 && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redis transport: bad URL %s: ssl_* parameters need the rediss:// scheme", Redact(rawURL))
+	}
 	if !q.Has("protocol") {
 		// RESP2, as Kombu speaks: RESP3 adds a check for push
 		// notifications to every reply that pidbox has no use for.
@@ -103,7 +142,90 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
 	}
 	opts.DB = ropts.DB
+	if ropts.TLSConfig != nil {
+		if err := configureTLS(ropts.TLSConfig, tlsq); err != nil {
+			return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
+		}
+	}
 	return ropts, nil
+}
+
+// tlsParams are the TLS parameters of Kombu's and redis-py's URLs.
+var tlsParams = []string{"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+
+// configureTLS applies a rediss:// URL's TLS parameters to cfg. Its errors
+// name files, never their contents.
+func configureTLS(cfg *tls.Config, q url.Values) error {
+	verify := true
+	switch v := q.Get("ssl_cert_reqs"); v {
+	case "", "required", "CERT_REQUIRED", "optional", "CERT_OPTIONAL":
+	case "none", "CERT_NONE":
+		verify = false
+	default:
+		return fmt.Errorf("ssl_cert_reqs=%q (want required, optional or none)", v)
+	}
+	checkHost := true
+	if v := q.Get("ssl_check_hostname"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("ssl_check_hostname=%q is not true or false", v)
+		}
+		checkHost = b
+	}
+	if path := q.Get("ssl_ca_certs"); path != "" {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("ssl_ca_certs: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("ssl_ca_certs: no PEM certificate in %s", path)
+		}
+		cfg.RootCAs = pool
+	}
+	certFile, keyFile := q.Get("ssl_certfile"), q.Get("ssl_keyfile")
+	if certFile != "" || keyFile != "" {
+		if keyFile == "" {
+			keyFile = certFile // one PEM file may hold both, as Python's load_cert_chain allows
+		}
+		if certFile == "" {
+			return fmt.Errorf("ssl_keyfile without ssl_certfile")
+		}
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("client certificate %s, key %s: %w", certFile, keyFile, redactPEMError(err))
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	switch {
+	case !verify:
+		cfg.InsecureSkipVerify = true
+	case !checkHost:
+		// Verify the chain, not the name: redis-py's default.
+		cfg.InsecureSkipVerify = true
+		roots := cfg.RootCAs
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("redis transport: the server sent no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+			return err
+		}
+	}
+	return nil
+}
+
+// redactPEMError keeps a key-loading error from quoting file contents.
+func redactPEMError(err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "PRIVATE KEY") || strings.Contains(msg, "-----") {
+		return fmt.Errorf("the files do not hold a matching PEM certificate and private key")
+	}
+	return err
 }
 
 func take(q url.Values, key string) (string, bool) {
