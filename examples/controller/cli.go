@@ -36,6 +36,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 type cli struct {
 	broker, namespace, kind, serializer string
+	secKey, secCert, secStore           string
 	pattern, matcher, argsJSON          string
 	destination                         []string
 	timeout                             time.Duration
@@ -104,6 +105,9 @@ and memory:// for an in-process demo fleet of three workers.`,
 	f.IntVar(&c.limit, "limit", 0, "stop after this many replies")
 	f.StringVar(&c.serializer, "serializer", "json", "serializer: json or msgpack")
 	f.BoolVar(&c.jsonOut, "json", false, "print one JSON object mapping node name to reply")
+	f.StringVar(&c.secKey, "security-key", "", "PEM private key that signs messages (Celery's security_key)")
+	f.StringVar(&c.secCert, "security-certificate", "", "PEM certificate of that key (Celery's security_certificate)")
+	f.StringVar(&c.secStore, "security-cert-store", "", "directory or glob of trusted PEM certificates (Celery's security_cert_store); with all three, unsigned replies are refused")
 	f.StringVar(&c.argsJSON, "args", "", `command arguments as a JSON object, e.g. '{"level": "debug"}'`)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
@@ -196,8 +200,16 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 	if c.serializer != "json" && c.serializer != "msgpack" {
 		return nil, usagef("--serializer %q: want json or msgpack", c.serializer)
 	}
+	opts := pidbox.Options{Namespace: c.namespace, Type: kind, Serializer: c.serializer}
+	if _, err := demo.Security(c.secKey, c.secCert, c.secStore, &opts); err != nil {
+		if errors.Is(err, demo.ErrSecurityFlags) {
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	demo.RouteRedisLogs(log)
+	opts.Logger = log
 	url := demo.BrokerURL(c.broker)
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -205,7 +217,6 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := pidbox.Options{Namespace: c.namespace, Type: kind, Serializer: c.serializer, Logger: log}
 	var fleet *demo.Fleet
 	if demo.IsMemory(url) {
 		if fleet, err = demo.StartFleet(ctx, tr, opts, demo.FleetNames()); err != nil {

@@ -50,6 +50,9 @@ func run(args []string) int {
 		serializer = fs.String("serializer", "json", "serializer for outgoing messages: json or msgpack")
 		levelName  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		healthAddr = fs.String("health", "", "serve the node's health at http://ADDR/healthz (e.g. 127.0.0.1:8081), for Kubernetes probes")
+		secKey     = fs.String("security-key", "", "PEM private key that signs messages (Celery's security_key)")
+		secCert    = fs.String("security-certificate", "", "PEM certificate of that key (Celery's security_certificate)")
+		secStore   = fs.String("security-cert-store", "", "directory or glob of the PEM certificates whose signatures are trusted (Celery's security_cert_store); with all three, unsigned messages are refused")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -75,14 +78,25 @@ func run(args []string) int {
 		return 1
 	}
 	defer tr.Close()
-	mb, err := pidbox.New(tr, pidbox.Options{Namespace: *namespace, Type: transport.Kind(*kind), Serializer: *serializer, Logger: log})
+	opts := pidbox.Options{Namespace: *namespace, Type: transport.Kind(*kind), Serializer: *serializer, Logger: log}
+	signer, err := demo.Security(*secKey, *secCert, *secStore, &opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return 2
+	}
+	mb, err := pidbox.New(tr, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		return 2
 	}
 	defer mb.Close()
 
-	node := mb.NewNode(*hostname, pidbox.NodeOptions{})
+	var nodeOpts pidbox.NodeOptions
+	if signer != nil {
+		nodeOpts.Authorize = demo.ReplayCheck()
+		log.Info("message signing on: unsigned and replayed commands are refused", "signer", signer.ID(), "trusted", signer.Store().Len())
+	}
+	node := mb.NewNode(*hostname, nodeOpts)
 	w := demo.NewWorker(level, map[string]string{
 		"namespace":  *namespace,
 		"hostname":   *hostname,
