@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,31 +15,27 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The least-privilege users that README.md documents for namespace
-// "celery", database 0 and a fanout mailbox (Celery's default), here for
-// the node named n1@h. Keep the two in step.
-var (
-	aclNode = []string{"on", ">node-pw", "resetchannels", "resetkeys", "-@all",
-		"+ping", "+hello", "+auth", "+client|setname", "+select",
-		"+evalsha", "+eval", "+script|load", "+time",
-		"+psubscribe", "+punsubscribe",
-		"+sadd", "+srem", "+smembers", "+zadd", "+zrem", "+zrangebyscore", "+zremrangebyscore",
-		"+set", "+get", "+del", "+pexpire", "+lpush",
-		"&/0.celery.pidbox",
-		"%RW~_kombu.binding.celery.pidbox", "%RW~_pidbox.lease.celery.pidbox",
-		"%RW~_pidbox.owner.n1@h.celery.pidbox", "%RW~n1@h.celery.pidbox*",
-		"%RW~_kombu.binding.reply.celery.pidbox", "%W~*.reply.celery.pidbox*"}
-	aclController = []string{"on", ">controller-pw", "resetchannels", "resetkeys", "-@all",
-		"+ping", "+hello", "+auth", "+client|setname", "+select",
-		"+evalsha", "+eval", "+script|load", "+time",
-		"+publish", "+blmpop", "+brpop",
-		"+sadd", "+srem", "+smembers", "+zadd", "+zrem", "+zrangebyscore", "+zremrangebyscore",
-		"+set", "+get", "+del", "+pexpire", "+lpush",
-		"&/0.celery.pidbox",
-		"%RW~_kombu.binding.reply.celery.pidbox", "%RW~_pidbox.lease.reply.celery.pidbox", "%RW~_pidbox.owner.*.reply.celery.pidbox",
-		"%RW~*.reply.celery.pidbox*",
-		"%RW~_kombu.binding.celery.pidbox", "%RW~_pidbox.lease.celery.pidbox"}
-)
+// aclRules reads the ACL SETUSER line for user from README.md, so the
+// rules tested are the rules documented. The node's rules there are for
+// celery@web-1; here they serve n1@h.
+func aclRules(t *testing.T, user string) []string {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(readme), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[0] == "ACL" && f[1] == "SETUSER" && f[2] == user {
+			rules := f[3:]
+			for i, r := range rules {
+				r = strings.ReplaceAll(r, "celery@web-1", "n1@h")
+				r = strings.ReplaceAll(r, ">NODE_PASSWORD", ">node-pw")
+				rules[i] = strings.ReplaceAll(r, ">CONTROLLER_PASSWORD", ">controller-pw")
+			}
+			return rules
+		}
+	}
+	t.Fatalf("README.md has no ACL SETUSER line for %s", user)
+	return nil
+}
 
 func setUser(t *testing.T, admin *goredis.Client, name string, rules []string) {
 	args := []any{"ACL", "SETUSER", name, "reset"}
@@ -55,8 +52,8 @@ func setUser(t *testing.T, admin *goredis.Client, name string, rules []string) {
 func TestLeastPrivilegeACL(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(0)
-	setUser(t, admin, "pidbox-node", aclNode)
-	setUser(t, admin, "pidbox-controller", aclController)
+	setUser(t, admin, "pidbox-node", aclRules(t, "pidbox-node-web-1"))
+	setUser(t, admin, "pidbox-controller", aclRules(t, "pidbox-controller"))
 	require.NoError(t, admin.Do(context.Background(), "ACL", "LOG", "RESET").Err())
 	defer func() {
 		if t.Failed() {
