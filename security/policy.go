@@ -12,12 +12,14 @@ import (
 // ping, clock and stats, and Celery's inspect commands that change
 // nothing. hello is not among them (it merges revoked task ids into the
 // receiver), nor are memsample and objgraph (they record or write).
-var DefaultReadOnly = []string{
-	"ping", "clock", "stats",
-	"report", "conf", "dump_conf", "query_task",
-	"scheduled", "dump_schedule", "reserved", "dump_reserved",
-	"active", "dump_active", "revoked", "dump_revoked",
-	"registered", "dump_tasks", "active_queues", "memdump",
+func DefaultReadOnly() []string {
+	return []string{
+		"ping", "clock", "stats",
+		"report", "conf", "dump_conf", "query_task",
+		"scheduled", "dump_schedule", "reserved", "dump_reserved",
+		"active", "dump_active", "revoked", "dump_revoked",
+		"registered", "dump_tasks", "active_queues", "memdump",
+	}
 }
 
 // Policy is a ready authorization policy for NodeOptions.Authorize: every
@@ -34,7 +36,7 @@ type Policy struct {
 	// Store is set, the subject common name of a certificate in it.
 	Admins []string
 	// ReadOnly lists the commands any trusted signer may run. Nil means
-	// DefaultReadOnly.
+	// DefaultReadOnly().
 	ReadOnly []string
 	// Store resolves signer ids to certificates, so that Admins may name
 	// common names. Usually Signer.Store().
@@ -57,13 +59,16 @@ func (p *Policy) Authorize(_ context.Context, req *pidbox.Request) error {
 	}
 	readOnly := p.ReadOnly
 	if readOnly == nil {
-		readOnly = DefaultReadOnly
+		readOnly = defaultReadOnly
 	}
 	if slices.Contains(readOnly, req.Method) || p.isAdmin(req.Signer) {
 		return nil
 	}
 	return fmt.Errorf("%w: %q may not run %s", ErrNotAuthorized, req.Signer, req.Method)
 }
+
+// defaultReadOnly is DefaultReadOnly's list, read only.
+var defaultReadOnly = DefaultReadOnly()
 
 func (p *Policy) isAdmin(signer string) bool {
 	if slices.Contains(p.Admins, signer) {

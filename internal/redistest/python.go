@@ -29,7 +29,7 @@ func RequirePython(t TB, modules ...string) {
 	if msg == "" {
 		return
 	}
-	msg += " (apt-get install python3-kombu python3-celery python3-redis python3-msgpack)"
+	msg += " (apt-get install python3-kombu python3-celery python3-redis python3-msgpack python3-cryptography)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + ": missing in CI")
 	}
