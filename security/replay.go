@@ -38,9 +38,10 @@ const (
 // are version 4 (random), and get the window only.
 //
 // Memory is bounded: at most MaxEntries commands are remembered (about
-// 80 bytes each); when full, new signed commands are refused until the
-// oldest are forgotten, so a flood cannot open a gap for replays. Only
-// signed commands count, and only trusted signers can make those.
+// 120 bytes each, 12 MB at the default bound, measured); when full, new
+// signed commands are refused until the oldest are forgotten, so a flood
+// cannot open a gap for replays. Only signed commands count, and only
+// trusted signers can make those.
 type ReplayGuard struct {
 	maxAhead   time.Duration
 	maxEntries int
