@@ -11,7 +11,10 @@
 //
 // It stops cleanly, with status 0, on SIGINT, SIGTERM or a remote
 // shutdown, and unbinds its queue so it is no longer listed. With
-// --health ADDR it serves its health (package health) at /healthz.
+// --health ADDR it serves its health (package health) at /healthz. With
+// --security-key, --security-certificate and --security-cert-store it
+// signs every message with Celery's auth serializer and refuses unsigned,
+// badly signed and replayed commands (package security).
 //
 //	worker --broker redis://127.0.0.1:6379/0 --hostname worker1@$(hostname)
 package main
