@@ -71,7 +71,7 @@ func (f *fleet) node(name string, s pidbox.Sealer, opts pidbox.NodeOptions, log 
 
 func ping(t *testing.T, mb *pidbox.Mailbox, method string, node string) *pidbox.Result {
 	t.Helper()
-	res, err := mb.Call(context.Background(), method, nil, pidbox.To(node), pidbox.Timeout(time.Second))
+	res, err := mb.Call(context.Background(), method, nil, pidbox.To(node), pidbox.Timeout(2*time.Second))
 	if len(res.Replies) == 0 {
 		require.ErrorIs(t, err, pidbox.ErrIncomplete)
 	} else {
