@@ -411,3 +411,20 @@ func TestPolicyUnit(t *testing.T) {
 	assert.ErrorIs(t, p.Authorize(context.Background(), &pidbox.Request{Method: "ping", Signer: "CA 1"}), ErrNotAuthorized)
 	assert.NoError(t, p.Authorize(context.Background(), &pidbox.Request{Method: "status", Signer: "CA 1"}))
 }
+
+// Go callers' tickets are version-7 UUIDs: the time they were made is
+// inside the signed body, so a command captured and replayed after the
+// window, with a fresh expiry written into the envelope, is refused.
+func TestGoTicketsCarryTheirTime(t *testing.T) {
+	ticket := wire.NewID()
+	u, err := uuid.Parse(ticket)
+	require.NoError(t, err)
+	require.Equal(t, uuid.Version(7), u.Version())
+
+	g := NewReplayGuard(ReplayOptions{})
+	later := time.Now().Add(2 * time.Minute)
+	g.now = func() time.Time { return later }
+	err = g.Check(&pidbox.Request{Method: "shutdown", Ticket: ticket, Signer: "CA 1", Expires: later.Add(10 * time.Second)})
+	require.ErrorIs(t, err, ErrReplay)
+	assert.ErrorContains(t, err, "has a ticket made at")
+}

@@ -222,8 +222,18 @@ func appendID(dst []byte) []byte {
 	return dst
 }
 
-// NewID returns a random version-4 UUID; see appendID.
-func NewID() string { return uuid.NewString() }
+// NewID returns a ticket: a version-7 UUID, which carries the time it was
+// made in its first 48 bits beside 74 random ones. Kombu takes any UUID; a
+// node that verifies signatures reads the time from the ticket inside the
+// signed body, so a captured command cannot be replayed later with a fresh
+// expiry (see security.ReplayGuard).
+func NewID() string {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return u.String()
+}
 
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
 // as encoding/json does.
