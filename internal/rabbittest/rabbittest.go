@@ -1,0 +1,277 @@
+// Package rabbittest runs a real rabbitmq-server for tests and benchmarks:
+// Debian's package, started as root from its own script with a private
+// HOME (and so Erlang cookie), node name, loopback ports, data and log
+// directories, and the management plugin. There is no mock.
+//
+// The broker takes seconds to boot, so a test binary starts one in its
+// TestMain (Main) and shares it; tests use names of their own on it. Stop
+// and Start take it down and bring it back, for outage tests.
+//
+// When rabbitmq-server is not installed, tests skip on a developer machine
+// and fail in CI (CI=true).
+package rabbittest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Script is the broker's own start script. The packaged
+// /usr/sbin/rabbitmq-server wrapper switches to the rabbitmq user, who
+// cannot write a directory made by root, so the tests run this one.
+const Script = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+// bootTimeout bounds a boot; it takes about 6 s on 2 idle cores.
+const bootTimeout = 90 * time.Second
+
+// Server is a rabbitmq-server process.
+type Server struct {
+	dir      string
+	node     string
+	port     int // AMQP
+	httpPort int // management
+	distPort int
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exit     chan struct{}
+	BootTime time.Duration // how long the last start took
+}
+
+// shared is the broker of this test binary, started by Main.
+var shared struct {
+	srv *Server
+	err error
+}
+
+// Main starts a broker, runs the tests and stops the broker; call it from
+// TestMain. When the broker cannot start (not installed, or it failed),
+// tests calling Get skip or fail as Get says; other tests run regardless.
+// run is the test binary's m.Run, or a wrapper around it.
+func Main(run func() int) int {
+	dir, err := os.MkdirTemp("", "rabbittest-")
+	if err != nil {
+		shared.err = err
+		return run()
+	}
+	defer os.RemoveAll(dir)
+	shared.srv, shared.err = Launch(dir)
+	if shared.srv != nil {
+		defer shared.srv.Kill()
+	}
+	return run()
+}
+
+// Get returns the broker Main started. It skips the test when
+// rabbitmq-server is not installed, unless CI=true, where it fails; a
+// broker that failed to start fails the test.
+func Get(t testing.TB) *Server {
+	t.Helper()
+	if shared.srv == nil && shared.err == nil {
+		t.Fatal("rabbittest: call rabbittest.Main from TestMain")
+	}
+	if errors.Is(shared.err, errMissing) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v: missing in CI", shared.err)
+		}
+		t.Skip(shared.err)
+	}
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	shared.srv.Start() // after a test that left it stopped
+	return shared.srv
+}
+
+var errMissing = errors.New("rabbitmq-server not found (apt-get install rabbitmq-server)")
+
+// Launch starts a broker in dir, outside any test; Kill stops it.
+func Launch(dir string) (*Server, error) {
+	if _, err := os.Stat(Script); err != nil {
+		return nil, fmt.Errorf("%w: %v", errMissing, err)
+	}
+	s := &Server{dir: dir}
+	var err error
+	for _, p := range []*int{&s.port, &s.httpPort, &s.distPort} {
+		if *p, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.node = fmt.Sprintf("pidbox%d@localhost", s.port)
+	files := map[string]string{
+		"enabled_plugins": "[rabbitmq_management].\n",
+		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n"+
+			"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", s.port, s.httpPort),
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.start(); err != nil {
+		s.Kill()
+		return nil, err
+	}
+	return s, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("rabbittest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	begin := time.Now()
+	cmd := exec.Command(Script)
+	cmd.Env = append(os.Environ(),
+		"HOME="+s.dir,
+		"RABBITMQ_NODENAME="+s.node,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(s.port),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(s.distPort),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(s.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(s.dir, "log"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(s.dir, "enabled_plugins"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(s.dir, "rabbitmq"),
+		"RABBITMQ_PLUGINS_EXPAND_DIR="+filepath.Join(s.dir, "plugins-expand"),
+	)
+	out, err := os.Create(filepath.Join(s.dir, "stdout.log"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Kill ends the script and the Erlang VM
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("rabbittest: start %s: %w", Script, err)
+	}
+	s.cmd, s.exit = cmd, make(chan struct{})
+	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(cmd, s.exit)
+	deadline := time.Now().Add(bootTimeout)
+	for {
+		err := s.ready()
+		if err == nil {
+			s.BootTime = time.Since(begin)
+			return nil
+		}
+		select {
+		case <-s.exit:
+			s.cmd = nil
+			return fmt.Errorf("rabbittest: rabbitmq-server exited at start: %s", s.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rabbittest: rabbitmq-server not ready after %s (%v): %s", bootTimeout, err, s.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ready checks that AMQP accepts connections and the management API
+// answers, which it does last.
+func (s *Server) ready() error {
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.ManagementURL()+"/api/overview", nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("management API: %s", resp.Status)
+	}
+	return nil
+}
+
+// Addr is the AMQP listener's host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// URL is the amqp:// URL of the default vhost as guest.
+func (s *Server) URL() string { return "amqp://guest:guest@" + s.Addr() + "/" }
+
+// ManagementURL is the management API's base URL, without credentials.
+func (s *Server) ManagementURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) }
+
+// Node is the broker's Erlang node name.
+func (s *Server) Node() string { return s.node }
+
+// Kill stops the broker at once with SIGKILL to its process group. It is a
+// no-op when the broker is not running.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exit
+	s.cmd = nil
+	// The Erlang VM, a child of the script, may outlive it by a moment.
+	for range 100 {
+		c, err := net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the broker, for outage tests. Its transient exchanges and
+// queues are gone when it comes back.
+func (s *Server) Stop() { s.Kill() }
+
+// Start boots the broker again after Stop and waits until it is ready;
+// it panics if it cannot, which fails the test binary loudly.
+func (s *Server) Start() {
+	if err := s.start(); err != nil {
+		panic(err)
+	}
+}
+
+// Restart stops the broker and starts it again.
+func (s *Server) Restart() {
+	s.Stop()
+	s.Start()
+}
+
+// Log returns the tail of the broker's output and log, for failure
+// messages.
+func (s *Server) Log() string {
+	var b strings.Builder
+	for _, name := range []string{filepath.Join(s.dir, "stdout.log"), filepath.Join(s.dir, "log", s.node+".log")} {
+		data, _ := os.ReadFile(name)
+		if len(data) > 4000 {
+			data = data[len(data)-4000:]
+		}
+		b.Write(data)
+	}
+	return strings.TrimSpace(b.String())
+}
