@@ -199,7 +199,7 @@ func (s *Server) ready() error {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.ManagementURL()+"/api/overview", nil)
 	req.SetBasicAuth("guest", "guest")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,125 @@
+package amqp
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// endpoint is a parsed broker URL.
+type endpoint struct {
+	url        string // for amqp091: scheme amqp or amqps
+	redacted   string // for messages
+	vhost      string
+	tls        bool
+	management string // management API base URL, credentials included; "" when not configured
+}
+
+// parseURL accepts amqp://, amqps://, and Kombu's aliases pyamqp:// and
+// librabbitmq:// (both plain amqp), with Kombu's vhost rule: an empty
+// path or "/" is the vhost "/"; "//" is "/" too; "/name" is "name". The
+// query parameter management=PORT or management=URL (escaped) names the
+// management API; it is taken out of the URL passed to the client.
+func parseURL(raw string) (endpoint, error) {
+	e := endpoint{redacted: Redact(raw)}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return e, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
+	}
+	switch u.Scheme {
+	case "amqp", "pyamqp", "librabbitmq":
+		u.Scheme = "amqp"
+	case "amqps":
+		e.tls = true
+	default:
+		return e, fmt.Errorf("amqp transport: bad URL %s: scheme %q is not amqp, amqps, pyamqp or librabbitmq", e.redacted, u.Scheme)
+	}
+	q := u.Query()
+	mgmt := q.Get("management")
+	q.Del("management")
+	u.RawQuery = q.Encode()
+	switch p := u.Path; p {
+	case "", "/", "//":
+		e.vhost = "/"
+	default:
+		e.vhost, err = url.PathUnescape(strings.TrimPrefix(u.EscapedPath(), "/"))
+		if err != nil {
+			return e, fmt.Errorf("amqp transport: bad URL %s: vhost: %w", e.redacted, err)
+		}
+	}
+	u.Path, u.RawPath = "/", ""
+	e.url = u.String()
+	if _, err := amqp091.ParseURI(e.url); err != nil {
+		return e, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
+	}
+	if mgmt != "" {
+		if e.management, err = managementURL(u, mgmt); err != nil {
+			return e, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
+		}
+	}
+	return e, nil
+}
+
+// managementURL makes the management API's base URL from the query
+// parameter: a port on the broker's host, or a whole http(s) URL. Without
+// credentials of its own it uses the broker URL's (guest:guest when none).
+func managementURL(broker *url.URL, v string) (string, error) {
+	var m *url.URL
+	if port, err := strconv.Atoi(v); err == nil {
+		host := broker.Hostname()
+		if host == "" {
+			host = "localhost"
+		}
+		m = &url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port))}
+	} else {
+		m, err = url.Parse(v)
+		if err != nil || (m.Scheme != "http" && m.Scheme != "https") || m.Host == "" {
+			return "", fmt.Errorf("management=%q is neither a port nor an http(s) URL", v)
+		}
+	}
+	if m.User == nil {
+		m.User = broker.User
+	}
+	if m.User == nil {
+		m.User = url.UserPassword("guest", "guest")
+	}
+	m.Path = strings.TrimSuffix(m.Path, "/")
+	return m.String(), nil
+}
+
+func (e endpoint) config(opts Options) amqp091.Config {
+	c := amqp091.Config{Vhost: e.vhost, Heartbeat: opts.Heartbeat, Properties: amqp091.NewConnectionProperties()}
+	c.Properties.SetClientConnectionName("pidbox")
+	if e.tls {
+		c.TLSClientConfig = opts.TLS
+		if c.TLSClientConfig == nil {
+			if u, err := url.Parse(e.url); err == nil {
+				c.TLSClientConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+			}
+		}
+	}
+	return c
+}
+
+// Redact returns a URL with its password replaced by "xxxxx", for
+// messages and logs.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		if i := strings.LastIndex(rawURL, "@"); i >= 0 {
+			return "xxxxx" + rawURL[i:]
+		}
+		return rawURL
+	}
+	q := u.Query()
+	if m := q.Get("management"); m != "" {
+		q.Set("management", Redact(m))
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
