@@ -69,6 +69,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox/transport"
+	"github.com/gopidbox/pidbox/internal/ratelog"
 	"github.com/gopidbox/pidbox/internal/wire"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -145,7 +146,7 @@ type Transport struct {
 	opts Options
 	log  *slog.Logger
 	mgmt *management
-	drop limiter
+	drop *ratelog.Logger
 
 	// opMu orders changes of broker state: setting up and removing
 	// queues, and recovering after a reconnection.
@@ -197,6 +198,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		cfg:    ep.config(opts),
 		opts:   opts,
 		log:    opts.Logger,
+		drop:   ratelog.New(opts.Logger, "broker", ep.redacted),
 		up:     make(chan struct{}),
 		queues: map[string]*queue{},
 		stop:   make(chan struct{}),
@@ -815,30 +817,9 @@ func (q *queue) deliver(d *amqp091.Delivery) {
 	}
 }
 
-// dropped logs a dropped message, at most once a second.
+// dropped logs a dropped message, rate-limited.
 func (t *Transport) dropped(what, queue string, err error) {
-	if n, ok := t.drop.allow(time.Now()); ok {
-		t.log.Warn("pidbox amqp: dropped "+what, "queue", queue, "err", err, "suppressed", n)
-	}
-}
-
-// limiter lets one event a second through and counts the others.
-type limiter struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (l *limiter) allow(now time.Time) (suppressed int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.last) < time.Second {
-		l.suppressed++
-		return 0, false
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	return n, true
+	t.drop.Warn("pidbox amqp: dropped "+what, "queue", queue, "err", err)
 }
 
 // subscription is one Subscribe's handler on a shared queue.
