@@ -68,9 +68,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/internal/ratelog"
 	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/gopidbox/pidbox/transport"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 

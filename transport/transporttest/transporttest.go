@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gopidbox/pidbox/transport"
 	"github.com/gopidbox/pidbox/internal/wire"
+	"github.com/gopidbox/pidbox/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
