@@ -213,8 +213,9 @@ func (s *Server) ready() error {
 // Addr is the AMQP listener's host:port.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
-// URL is the amqp:// URL of the default vhost as guest.
-func (s *Server) URL() string { return "amqp://guest:guest@" + s.Addr() + "/" }
+// URL is the amqp:// URL of the default vhost "/" as guest, in Kombu's
+// spelling.
+func (s *Server) URL() string { return "amqp://guest:guest@" + s.Addr() + "//" }
 
 // ManagementURL is the management API's base URL, without credentials.
 func (s *Server) ManagementURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) }
