@@ -66,6 +66,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopidbox/pidbox/internal/ratelog"
@@ -106,7 +107,8 @@ type Options struct {
 	Heartbeat time.Duration
 	// ReconnectMax caps the backoff between dials. Default 1s.
 	ReconnectMax time.Duration
-	// MaxMessageSize drops delivered messages whose body is larger.
+	// MaxMessageSize drops delivered messages whose body is larger,
+	// as their content header arrives: the body is skipped unread.
 	// Default 8 MiB.
 	MaxMessageSize int
 	// TLS configures amqps:// connections. Nil verifies the server
@@ -147,6 +149,9 @@ type Transport struct {
 	log  *slog.Logger
 	mgmt *management
 	drop *ratelog.Logger
+	// oversize counts messages the size guard emptied that the delivery
+	// loops have not seen yet.
+	oversize atomic.Int64
 
 	// opMu orders changes of broker state: setting up and removing
 	// queues, and recovering after a reconnection.
@@ -243,13 +248,27 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 			deadline = time.Now().Add(30 * time.Second)
 		}
 		_ = c.SetDeadline(deadline)
-		return c, nil
+		if t.ep.tls {
+			// TLS here rather than in amqp091, so that the size guard
+			// reads plain frames.
+			tcfg := t.cfg.TLSClientConfig.Clone()
+			if tcfg.ServerName == "" {
+				tcfg.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			tc := tls.Client(c, tcfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			c = tc
+		}
+		return newSizeGuard(c, t.opts.MaxMessageSize, t.tooLarge), nil
 	}
 	conn, err := amqp091.DialConfig(t.ep.url, cfg)
 	if err != nil {
 		var ae *amqp091.Error
-		if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
-			return nil, t.errorf("access refused to vhost %q: %w", t.ep.vhost, err)
+		if errors.As(err, &ae) {
+			return nil, t.errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
 		}
 		return nil, t.errorf("cannot reach the broker: %w", err)
 	}
@@ -787,8 +806,13 @@ func (q *queue) loop(ch *amqp091.Channel, deliveries <-chan amqp091.Delivery, do
 
 func (q *queue) deliver(d *amqp091.Delivery) {
 	t := q.t
-	if len(d.Body) > t.opts.MaxMessageSize {
-		t.dropped("message above MaxMessageSize", q.b.Queue, fmt.Errorf("%w: body of %d bytes is above the %d-byte limit", wire.ErrTooLarge, len(d.Body), t.opts.MaxMessageSize))
+	if len(d.Body) == 0 {
+		// Kombu never sends an empty body: this is a message the size
+		// guard emptied (and logged), or a malformed one.
+		if t.oversize.Add(-1) < 0 {
+			t.oversize.Add(1)
+			t.dropped("malformed message", q.b.Queue, fmt.Errorf("%w: empty body", wire.ErrMalformed))
+		}
 		return
 	}
 	var err error
@@ -815,6 +839,12 @@ func (q *queue) deliver(d *amqp091.Delivery) {
 	for _, s := range subs {
 		s.call(q.buf)
 	}
+}
+
+// tooLarge logs a message the size guard refused, as it arrives.
+func (t *Transport) tooLarge(size uint64) {
+	t.oversize.Add(1)
+	t.dropped("message above MaxMessageSize", "", fmt.Errorf("%w: body of %d bytes is above the %d-byte limit; skipped unread", wire.ErrTooLarge, size, t.opts.MaxMessageSize))
 }
 
 // dropped logs a dropped message, rate-limited.

@@ -13,7 +13,7 @@ import (
 
 // endpoint is a parsed broker URL.
 type endpoint struct {
-	url        string // for amqp091: scheme amqp or amqps
+	url        string // for amqp091, always amqp://: TLS is the transport's
 	redacted   string // for messages
 	vhost      string
 	tls        bool
@@ -53,6 +53,13 @@ func parseURL(raw string) (endpoint, error) {
 		}
 	}
 	u.Path, u.RawPath = "/", ""
+	if e.tls {
+		// The transport does TLS itself (see dial); amqp091 sees plain amqp.
+		u.Scheme = "amqp"
+		if u.Port() == "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "5671")
+		}
+	}
 	e.url = u.String()
 	if _, err := amqp091.ParseURI(e.url); err != nil {
 		return e, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
@@ -97,10 +104,8 @@ func (e endpoint) config(opts Options) amqp091.Config {
 	c.Properties.SetClientConnectionName("pidbox")
 	if e.tls {
 		c.TLSClientConfig = opts.TLS
-		if c.TLSClientConfig == nil {
-			if u, err := url.Parse(e.url); err == nil {
-				c.TLSClientConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-			}
+		if u, err := url.Parse(e.url); err == nil && c.TLSClientConfig == nil {
+			c.TLSClientConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 		}
 	}
 	return c
@@ -110,7 +115,7 @@ func (e endpoint) config(opts Options) amqp091.Config {
 // messages and logs.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err != nil {
+	if err != nil || (u.User == nil && strings.Contains(rawURL, "@")) {
 		if i := strings.LastIndex(rawURL, "@"); i >= 0 {
 			return "xxxxx" + rawURL[i:]
 		}
