@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox/internal/rabbittest"
 	"github.com/gopidbox/pidbox/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build examples:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := rabbittest.Main(m.Run) // stops the RabbitMQ broker a test started
 	os.RemoveAll(dir)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {

@@ -84,7 +84,9 @@ command failed; 2 usage error; 3 some nodes replied, but an expected node
 listed with the reason: no reply before the deadline, or not known to the
 broker.
 
-Broker URLs: redis://[user:pass@]host:port/db, rediss://..., unix:///path,
+Broker URLs: redis://[user:pass@]host:port/db, rediss://..., unix:///path;
+amqp://user:pass@host:5672/vhost, amqps://..., and Kombu's pyamqp:// and
+librabbitmq:// (add ?management=15672 so broadcasts know the live nodes);
 and memory:// for an in-process demo fleet of three workers.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -3,8 +3,9 @@
 // HOME (and so Erlang cookie), node name, loopback ports, data and log
 // directories, and the management plugin. There is no mock.
 //
-// The broker takes seconds to boot, so a test binary starts one in its
-// TestMain (Main) and shares it; tests use names of their own on it. Stop
+// The broker takes seconds to boot, so a test binary shares one: the
+// first Get starts it and Main, called from TestMain, stops it after the
+// tests. Tests use names of their own on it. Stop
 // and Start take it down and bring it back, for outage tests.
 //
 // When rabbitmq-server is not installed, tests skip on a developer machine
@@ -49,38 +50,44 @@ type Server struct {
 	BootTime time.Duration // how long the last start took
 }
 
-// shared is the broker of this test binary, started by Main.
+// shared is the broker of this test binary, started by the first Get.
 var shared struct {
-	srv *Server
-	err error
+	once sync.Once
+	main bool // Main is running the tests
+	dir  string
+	srv  *Server
+	err  error
 }
 
-// Main starts a broker, runs the tests and stops the broker; call it from
-// TestMain. When the broker cannot start (not installed, or it failed),
-// tests calling Get skip or fail as Get says; other tests run regardless.
-// run is the test binary's m.Run, or a wrapper around it.
+// Main runs the tests and then stops the broker, if a test started one;
+// call it from TestMain. run is the test binary's m.Run, or a wrapper
+// around it.
 func Main(run func() int) int {
-	dir, err := os.MkdirTemp("", "rabbittest-")
-	if err != nil {
-		shared.err = err
-		return run()
-	}
-	defer os.RemoveAll(dir)
-	shared.srv, shared.err = Launch(dir)
+	shared.main = true
+	code := run()
 	if shared.srv != nil {
-		defer shared.srv.Kill()
+		shared.srv.Kill()
 	}
-	return run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	return code
 }
 
-// Get returns the broker Main started. It skips the test when
-// rabbitmq-server is not installed, unless CI=true, where it fails; a
-// broker that failed to start fails the test.
+// Get returns the test binary's broker, starting it on first use. It
+// skips the test when rabbitmq-server is not installed, unless CI=true,
+// where it fails; a broker that failed to start fails the test.
 func Get(t testing.TB) *Server {
 	t.Helper()
-	if shared.srv == nil && shared.err == nil {
+	if !shared.main {
 		t.Fatal("rabbittest: call rabbittest.Main from TestMain")
 	}
+	shared.once.Do(func() {
+		shared.dir, shared.err = os.MkdirTemp("", "rabbittest-")
+		if shared.err == nil {
+			shared.srv, shared.err = Launch(shared.dir)
+		}
+	})
 	if errors.Is(shared.err, errMissing) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%v: missing in CI", shared.err)
@@ -90,7 +97,9 @@ func Get(t testing.TB) *Server {
 	if shared.err != nil {
 		t.Fatal(shared.err)
 	}
-	shared.srv.Start() // after a test that left it stopped
+	if err := shared.srv.start(); err != nil { // after a test that left it stopped
+		t.Fatal(err)
+	}
 	return shared.srv
 }
 

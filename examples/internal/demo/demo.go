@@ -17,6 +17,7 @@ import (
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/transport"
+	pidamqp "github.com/gopidbox/pidbox/transport/amqp"
 	"github.com/gopidbox/pidbox/transport/memory"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 	goredis "github.com/redis/go-redis/v9"
@@ -40,10 +41,17 @@ func BrokerURL(flag string) string {
 // IsMemory reports whether url names the in-process broker.
 func IsMemory(url string) bool { return strings.HasPrefix(url, "memory://") }
 
-// Open connects to the broker a URL names: memory:// or a Redis URL.
+// Open connects to the broker a URL names: memory://, an AMQP URL
+// (amqp://, amqps://, and Kombu's pyamqp:// and librabbitmq://), or a
+// Redis URL.
 func Open(ctx context.Context, url string, log *slog.Logger) (transport.Transport, error) {
 	if IsMemory(url) {
 		return memory.New(memory.Options{Logger: log}), nil
+	}
+	for _, scheme := range []string{"amqp://", "amqps://", "pyamqp://", "librabbitmq://"} {
+		if strings.HasPrefix(url, scheme) {
+			return pidamqp.Open(ctx, url, pidamqp.Options{Logger: log})
+		}
 	}
 	return pidredis.Open(ctx, url, pidredis.Options{Logger: log})
 }
