@@ -1,6 +1,7 @@
 // Command bench measures pidbox against the raw Redis floor and against
 // Kombu, in one run on one redis-server it starts itself, and prints one
-// key=value line per figure, then the ratios. See docs/BENCHMARKS.md.
+// key=value line per figure, then the ratios; then the same on a
+// rabbitmq-server it starts (amqp.go). See docs/BENCHMARKS.md.
 //
 //	go run ./examples/bench             # everything (Kombu needs /usr/bin/python3 with python3-kombu)
 //	go run ./examples/bench -quick      # fewer iterations
@@ -25,7 +26,7 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "fewer iterations")
 	kombu    = flag.Bool("kombu", true, "measure Kombu side by side (needs /usr/bin/python3 with kombu)")
-	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,kombu); default all")
+	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,kombu,amqp); default all")
 	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 )
@@ -63,6 +64,7 @@ func main() {
 		run("kombu", b.kombu)
 	}
 	b.ratios()
+	run("amqp", b.amqp) // its own broker, figures and ratios: amqp.go
 }
 
 func check(err error) {
