@@ -240,6 +240,7 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT) // a frozen broker cannot die otherwise
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	<-s.exit
 	s.cmd = nil
@@ -263,6 +264,21 @@ func (s *Server) Stop() { s.Kill() }
 func (s *Server) Start() {
 	if err := s.start(); err != nil {
 		panic(err)
+	}
+}
+
+// Freeze stops the broker's processes with SIGSTOP: connections stay open
+// but nothing answers, not even heartbeats.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen broker with SIGCONT.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = syscall.Kill(-s.cmd.Process.Pid, sig)
 	}
 }
 

@@ -2,11 +2,13 @@ package amqp_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/rabbittest"
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/transport"
 	pidamqp "github.com/gopidbox/pidbox/transport/amqp"
 	"github.com/stretchr/testify/assert"
@@ -50,4 +52,40 @@ func TestBrokerStoppedAndRestarted(t *testing.T) {
 			assert.Contains(t, names, "n1@h", "binding declared again")
 		})
 	}
+}
+
+// A broker that stops answering without closing the connection is noticed
+// by heartbeats; calls fail within their deadline meanwhile, and the node
+// answers again soon after the broker resumes.
+func TestBrokerFrozenAndResumed(t *testing.T) {
+	srv := rabbittest.Get(t)
+	v := variant{transport.Fanout, "json"}
+	ns := v.namespace("frozen")
+	var log testlog.Buffer
+	goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second, Logger: log.Logger()}), v, ns), "n1@h")
+	ctl := mailbox(t, open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second}), v, ns)
+	require.NoError(t, ping(ctl, "n1@h", 5*time.Second))
+
+	srv.Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	}()
+	for range 3 {
+		start := time.Now()
+		err := ping(ctl, "n1@h", 500*time.Millisecond)
+		assert.Error(t, err)
+		assert.Less(t, time.Since(start), 2*time.Second, "a call while the broker is frozen overran its deadline (err %v)", err)
+	}
+	// Missed heartbeats, not a closed socket, tell the node's transport.
+	require.Eventually(t, func() bool { return strings.Contains(log.String(), "connection lost") }, 10*time.Second, 50*time.Millisecond)
+	srv.Thaw()
+	thawed = true
+	back := time.Now()
+	require.Eventually(t, func() bool { return ping(ctl, "n1@h", 300*time.Millisecond) == nil },
+		20*time.Second, 10*time.Millisecond)
+	t.Logf("ping answered %s after the broker resumed", time.Since(back).Round(time.Millisecond))
+	assert.Less(t, time.Since(back), 5*time.Second)
 }

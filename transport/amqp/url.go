@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -29,6 +30,11 @@ func parseURL(raw string) (endpoint, error) {
 	e := endpoint{redacted: Redact(raw)}
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error quotes the whole URL, password included: keep its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return e, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
 	}
 	switch u.Scheme {
