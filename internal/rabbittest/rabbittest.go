@@ -268,8 +268,48 @@ func (s *Server) Start() {
 }
 
 // Freeze stops the broker's processes with SIGSTOP: connections stay open
-// but nothing answers, not even heartbeats.
-func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+// but nothing answers, not even heartbeats. It returns once every thread
+// of the broker has stopped.
+func (s *Server) Freeze() {
+	s.signal(syscall.SIGSTOP)
+	for range 200 {
+		if s.stopped() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopped reports whether every thread of every process in the broker's
+// process group is stopped.
+func (s *Server) stopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return true
+	}
+	pgid := s.cmd.Process.Pid
+	stats, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) < 3 || fields[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		if fields[0] != "T" && fields[0] != "t" {
+			return false
+		}
+	}
+	return true
+}
 
 // Thaw resumes a frozen broker with SIGCONT.
 func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
