@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/rabbittest"
 	"github.com/gopidbox/pidbox/transport"
 	pidamqp "github.com/gopidbox/pidbox/transport/amqp"
 	"github.com/gopidbox/pidbox/transport/transporttest"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -46,4 +48,27 @@ func TestConformance(t *testing.T) {
 	transporttest.Run(t, func(t *testing.T) transport.Transport {
 		return open(t, withManagement(srv), pidamqp.Options{})
 	})
+}
+
+// Without the management API the transport cannot list bindings: Bindings
+// says so with transport.ErrUnsupported, and a broadcast with no limit
+// still returns well before its deadline, a quiet gap after the last reply.
+func TestWithoutManagement(t *testing.T) {
+	srv := rabbittest.Get(t)
+	tr := open(t, srv.URL(), pidamqp.Options{})
+	ex := transport.Exchange{Name: "nomgmt.pidbox", Kind: transport.Fanout}
+	_, err := tr.Bindings(context.Background(), ex)
+	require.ErrorIs(t, err, transport.ErrUnsupported)
+	assert.Contains(t, err.Error(), "management")
+
+	v := variant{transport.Fanout, "json"}
+	mb := mailbox(t, tr, v, "nomgmt")
+	goNode(t, mb, "a@h")
+	goNode(t, mb, "b@h")
+	start := time.Now()
+	rs, err := replies(mb.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second)))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a@h", "b@h"}, names(rs))
+	t.Logf("broadcast took %s", time.Since(start))
+	assert.Less(t, time.Since(start), 3*time.Second, "ended by the quiet gap, not the deadline")
 }
