@@ -218,7 +218,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	conn, err := t.dial(ctx)
 	if err != nil {
 		t.cancel()
-		return nil, err
+		return nil, t.errorf("%w", err)
 	}
 	t.conn = conn
 	close(t.up)
@@ -234,7 +234,8 @@ func (t *Transport) errorf(format string, args ...any) error {
 	return fmt.Errorf("amqp %s: "+format, append([]any{t.ep.redacted}, args...)...)
 }
 
-// dial opens a connection within ctx.
+// dial opens a connection within ctx. Its errors do not name the broker:
+// callers add it.
 func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 	cfg := t.cfg
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
@@ -267,10 +268,10 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 	conn, err := amqp091.DialConfig(t.ep.url, cfg)
 	if err != nil {
 		var ae *amqp091.Error
-		if errors.As(err, &ae) {
-			return nil, t.errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
+		if errors.As(err, &ae) && (ae.Code == amqp091.AccessRefused || ae.Code == amqp091.NotAllowed) {
+			return nil, fmt.Errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
 		}
-		return nil, t.errorf("cannot reach the broker: %w", err)
+		return nil, fmt.Errorf("cannot reach the broker: %w", err)
 	}
 	return conn, nil
 }

@@ -38,6 +38,7 @@ func TestBrokerStoppedAndRestarted(t *testing.T) {
 				assert.Empty(t, rs)
 				assert.Less(t, elapsed, 2*time.Second, "a call during the outage overran its deadline (err %v)", err)
 				require.Error(t, err)
+				t.Logf("during the outage: %v", err)
 				assert.Contains(t, err.Error(), srv.Addr(), "the error names the broker")
 				assert.NotContains(t, err.Error(), "guest:guest", "the error shows no password")
 			}

@@ -27,7 +27,9 @@ type endpoint struct {
 // query parameter management=PORT or management=URL (escaped) names the
 // management API; it is taken out of the URL passed to the client.
 func parseURL(raw string) (endpoint, error) {
-	e := endpoint{redacted: Redact(raw)}
+	// Messages show the URL without its query (the management URL would
+	// make them long) and without the password.
+	e := endpoint{redacted: Redact(strings.SplitN(raw, "?", 2)[0])}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error quotes the whole URL, password included: keep its cause.
