@@ -479,11 +479,11 @@ func declareExchange(ch *amqp091.Channel, ex transport.Exchange) error {
 // sends.
 func publishing(env *wire.Envelope) amqp091.Publishing {
 	h := amqp091.Table{}
-	h["clock"] = int64(min(env.Headers.Clock, math.MaxInt64))
+	h["clock"] = pyInt(env.Headers.Clock)
 	if x := env.Headers.Expires; x > 0 && !math.IsInf(x, 0) {
 		h["expires"] = x
 	} else {
-		h["expires"] = int64(0)
+		h["expires"] = int32(0) // Kombu's "no expiry" is the int 0
 	}
 	if env.Headers.Ticket != "" {
 		h["ticket"] = env.Headers.Ticket
@@ -496,6 +496,15 @@ func publishing(env *wire.Envelope) amqp091.Publishing {
 		Headers:         h,
 		Body:            env.Body,
 	}
+}
+
+// pyInt is an integer header typed as py-amqp writes a Python int: a
+// 32-bit field when it fits, else 64 bits.
+func pyInt(v uint64) any {
+	if v <= math.MaxInt32 {
+		return int32(v)
+	}
+	return int64(min(v, math.MaxInt64))
 }
 
 // envelope builds Kombu's envelope from a delivery and appends its
