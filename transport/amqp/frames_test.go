@@ -2,6 +2,7 @@ package amqp_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/rabbittest"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/transport"
 	pidamqp "github.com/gopidbox/pidbox/transport/amqp"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -125,4 +127,24 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// py-amqp writes an int above 2^31-1 as a field of type 'L', which
+// amqp091-go cannot read. A Kombu peer's clock passes that after two
+// billion messages, or at once after adjusting to a large clock: the Go
+// node must read it, not drop its connection.
+func TestKombuClockAbove32Bits(t *testing.T) {
+	redistest.RequirePython(t, "kombu", "amqp", "msgpack")
+	srv := rabbittest.Get(t)
+	v := variant{transport.Fanout, "json"}
+	ns := v.namespace("bigclock")
+	var log testlog.Buffer
+	n := goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{Logger: log.Logger()}), v, ns), "go@h")
+	const big = 3_000_000_000
+	res := kombuCall(t, srv.URL(), v, map[string]any{"method": "clock", "destination": []string{"go@h"}, "clock": big, "namespace": ns})
+	var c pidbox.ClockReply
+	require.NoError(t, json.Unmarshal([]byte(res.byNode()["go@h"]), &c), "reply: %+v", res)
+	assert.Greater(t, c.Clock, uint64(big))
+	assert.Greater(t, n.Stats().Clock, uint64(big))
+	assert.NotContains(t, log.String(), "connection lost")
 }
