@@ -28,6 +28,17 @@
 // delivery an envelope is built back from the message, with delivery_info
 // taken from the delivery's exchange and routing key.
 //
+// # Frames as they arrive
+//
+// The transport reads the connection through a guard below amqp091-go. A
+// message whose content header announces a body above
+// Options.MaxMessageSize has its body skipped as it arrives, unread, and is
+// dropped and logged (rate-limited). py-amqp writes an int above 2^31-1 as a
+// header field of type 'L', which amqp091-go cannot read (it would close the
+// connection): the guard rewrites it to 'l', the same signed 64-bit value.
+// Malformed headers (a clock that is not a number, ...) drop the message
+// with a rate-limited log line; the subscription keeps consuming.
+//
 // # Presence
 //
 // AMQP 0.9.1 cannot list an exchange's bindings. With the management plugin
