@@ -50,8 +50,9 @@
 // and a broadcast with no limit cannot know whom to wait for: it must stop
 // on a quiet gap after the last reply (or its deadline), which is slower by
 // the gap and may miss a node that answers later than the gap. The
-// management API costs an HTTP round trip per broadcast and a plugin
-// (about 1-2 s more broker boot, some memory).
+// management API costs an HTTP round trip per broadcast, and a plugin on
+// the broker (its memory; no boot time measurable here, see
+// docs/BENCHMARKS.md).
 //
 // # Staying alive
 //
