@@ -165,9 +165,9 @@ type Transport struct {
 	// loops have not seen yet.
 	oversize atomic.Int64
 
-	// opMu orders changes of broker state: setting up and removing
+	// op orders changes of broker state: setting up and removing
 	// queues, and recovering after a reconnection.
-	opMu sync.Mutex
+	op ctxLock
 
 	mu      sync.Mutex
 	conn    *amqp091.Connection
@@ -176,7 +176,7 @@ type Transport struct {
 	closed  bool
 	queues  map[string]*queue
 
-	pubMu    sync.Mutex
+	pubLock  ctxLock // guards pub, pubConn, declared
 	pub      *amqp091.Channel
 	pubConn  *amqp091.Connection
 	declared map[string]bool // exchanges declared on pub
@@ -211,15 +211,17 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		ep.management = opts.ManagementURL
 	}
 	t := &Transport{
-		ep:     ep,
-		cfg:    ep.config(opts),
-		opts:   opts,
-		log:    opts.Logger,
-		drop:   ratelog.New(opts.Logger, "broker", ep.redacted),
-		up:     make(chan struct{}),
-		queues: map[string]*queue{},
-		stop:   make(chan struct{}),
-		broken: make(chan *queue, 64),
+		ep:      ep,
+		cfg:     ep.config(opts),
+		opts:    opts,
+		log:     opts.Logger,
+		drop:    ratelog.New(opts.Logger, "broker", ep.redacted),
+		up:      make(chan struct{}),
+		queues:  map[string]*queue{},
+		stop:    make(chan struct{}),
+		broken:  make(chan *queue, 64),
+		op:      newCtxLock(),
+		pubLock: newCtxLock(),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if ep.management != "" {
@@ -338,11 +340,11 @@ func (t *Transport) reconnect() *amqp091.Connection {
 		conn, err := t.dial(ctx)
 		cancel()
 		if err == nil {
-			t.opMu.Lock()
+			t.op.lock()
 			t.mu.Lock()
 			if t.closed {
 				t.mu.Unlock()
-				t.opMu.Unlock()
+				t.op.unlock()
 				_ = conn.Close()
 				return nil
 			}
@@ -357,7 +359,7 @@ func (t *Transport) reconnect() *amqp091.Connection {
 					break
 				}
 			}
-			t.opMu.Unlock()
+			t.op.unlock()
 			if err == nil {
 				t.mu.Lock()
 				t.lastErr = nil
@@ -388,8 +390,8 @@ func (t *Transport) reconnect() *amqp091.Connection {
 // lived on (the queue was deleted, or a channel error). If that fails, it
 // closes the connection, which recovers everything with backoff.
 func (t *Transport) repair(conn *amqp091.Connection, q *queue) {
-	t.opMu.Lock()
-	defer t.opMu.Unlock()
+	t.op.lock()
+	defer t.op.unlock()
 	t.mu.Lock()
 	live := t.queues[q.b.Queue] == q && !t.closed
 	t.mu.Unlock()
@@ -442,7 +444,7 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 		if err != nil {
 			return err
 		}
-		err = t.publish(conn, ex, routingKey, &p)
+		err = t.publish(ctx, conn, ex, routingKey, &p)
 		if err == nil || ctx.Err() != nil || !errors.Is(err, amqp091.ErrClosed) {
 			return err
 		}
@@ -455,9 +457,37 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 	}
 }
 
-func (t *Transport) publish(conn *amqp091.Connection, ex transport.Exchange, key string, p *amqp091.Publishing) error {
-	t.pubMu.Lock()
-	defer t.pubMu.Unlock()
+func (t *Transport) publish(ctx context.Context, conn *amqp091.Connection, ex transport.Exchange, key string, p *amqp091.Publishing) error {
+	if err := t.pubLock.lockCtx(ctx); err != nil {
+		return t.errorf("publish to exchange %q: %w", ex.Name, err)
+	}
+	if t.pub == nil || t.pubConn != conn || t.pub.IsClosed() || !t.declared[ex.Name] {
+		// Round trips to the broker, which may not answer: wait for them
+		// no longer than ctx; the lock is released when they end.
+		done := make(chan error, 1)
+		go func() { done <- t.preparePublish(conn, ex) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.pubLock.unlock()
+				return err
+			}
+		case <-ctx.Done():
+			go func() { <-done; t.pubLock.unlock() }()
+			return t.errorf("publish to exchange %q: %w", ex.Name, ctx.Err())
+		}
+	}
+	defer t.pubLock.unlock()
+	if err := t.pub.Publish(ex.Name, key, false, false, *p); err != nil {
+		t.pub = nil
+		return t.errorf("publish to exchange %q: %w", ex.Name, err)
+	}
+	return nil
+}
+
+// preparePublish opens the publishing channel on conn if needed and
+// declares ex on it. The caller holds t.pubLock.
+func (t *Transport) preparePublish(conn *amqp091.Connection, ex transport.Exchange) error {
 	if t.pub == nil || t.pubConn != conn || t.pub.IsClosed() {
 		ch, err := conn.Channel()
 		if err != nil {
@@ -472,12 +502,26 @@ func (t *Transport) publish(conn *amqp091.Connection, ex transport.Exchange, key
 		}
 		t.declared[ex.Name] = true
 	}
-	if err := t.pub.Publish(ex.Name, key, false, false, *p); err != nil {
-		t.pub = nil
-		return t.errorf("publish to exchange %q: %w", ex.Name, err)
-	}
 	return nil
 }
+
+// ctxLock is a mutex whose lockCtx gives up when a context ends.
+type ctxLock chan struct{}
+
+func newCtxLock() ctxLock { return make(ctxLock, 1) }
+
+func (l ctxLock) lock() { l <- struct{}{} }
+
+func (l ctxLock) lockCtx(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l ctxLock) unlock() { <-l }
 
 // declareExchange declares ex exactly as kombu/pidbox.py does.
 func declareExchange(ch *amqp091.Channel, ex transport.Exchange) error {
@@ -637,8 +681,15 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		return nil, err
 	}
 	s := &subscription{h: h, done: make(chan struct{})}
-	t.opMu.Lock()
-	defer t.opMu.Unlock()
+	if err := t.op.lockCtx(ctx); err != nil {
+		return nil, t.errorf("subscribe queue %q: %w", b.Queue, err)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			t.op.unlock()
+		}
+	}()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -659,11 +710,25 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 	s.q = q
 	q.add(s)
 	t.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := q.setup(conn); err != nil {
-		return nil, err
+	// Round trips to the broker, which may not answer: wait for them no
+	// longer than ctx. An abandoned setup is undone when it ends.
+	done := make(chan error, 1)
+	go func() { done <- q.setup(conn) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		s.end()
+		locked = false
+		go func() {
+			if <-done == nil {
+				_ = q.teardown()
+			}
+			t.op.unlock()
+		}()
+		return nil, t.errorf("subscribe queue %q: %w", b.Queue, ctx.Err())
 	}
 	t.mu.Lock()
 	t.queues[b.Queue] = q
@@ -703,7 +768,7 @@ func (t *Transport) Close() error {
 	close(t.stop)
 	t.cancel()
 	t.mu.Unlock()
-	t.opMu.Lock()
+	t.op.lock()
 	t.mu.Lock()
 	queues := t.queues
 	t.queues = map[string]*queue{}
@@ -721,7 +786,7 @@ func (t *Transport) Close() error {
 	for _, q := range queues {
 		q.wait()
 	}
-	t.opMu.Unlock()
+	t.op.unlock()
 	t.wg.Wait()
 	if t.mgmt != nil {
 		t.mgmt.close()
@@ -741,7 +806,7 @@ type queue struct {
 	subs []*subscription // replaced, never modified in place
 	next int
 
-	ch       *amqp091.Channel // guarded by t.opMu
+	ch       *amqp091.Channel // guarded by t.op
 	loopDone chan struct{}
 	buf      []byte // the delivery loop's envelope buffer
 }
@@ -774,7 +839,7 @@ func (q *queue) args() amqp091.Table {
 }
 
 // setup declares, binds and consumes the queue on a new channel of conn,
-// and starts its delivery loop. The caller holds t.opMu.
+// and starts its delivery loop. The caller holds t.op.
 func (q *queue) setup(conn *amqp091.Connection) error {
 	q.wait() // the previous channel's loop
 	ch, err := conn.Channel()
@@ -803,6 +868,21 @@ func (q *queue) setup(conn *amqp091.Connection) error {
 	q.loopDone = done
 	go q.loop(ch, deliveries, done)
 	return nil
+}
+
+// teardown deletes the queue (which removes its binding and ends its
+// consumer), closes its channel and waits for its delivery loop. The
+// caller holds t.op.
+func (q *queue) teardown() error {
+	var err error
+	if q.ch != nil && !q.ch.IsClosed() {
+		if _, derr := q.ch.QueueDelete(q.b.Queue, false, false, false); derr != nil && !errors.Is(derr, amqp091.ErrClosed) {
+			err = q.t.errorf("delete queue %q: %w", q.b.Queue, derr)
+		}
+		_ = q.ch.Close()
+	}
+	q.wait()
+	return err
 }
 
 // wait waits for the current delivery loop to end.
@@ -914,8 +994,8 @@ func (s *subscription) Close() error {
 	s.closed.Do(func() {
 		s.end()
 		t, q := s.q.t, s.q
-		t.opMu.Lock()
-		defer t.opMu.Unlock()
+		t.op.lock()
+		defer t.op.unlock()
 		if !q.remove(s) {
 			return
 		}
@@ -924,13 +1004,7 @@ func (s *subscription) Close() error {
 			delete(t.queues, q.b.Queue)
 		}
 		t.mu.Unlock()
-		if q.ch != nil && !q.ch.IsClosed() {
-			if _, derr := q.ch.QueueDelete(q.b.Queue, false, false, false); derr != nil && !errors.Is(derr, amqp091.ErrClosed) {
-				err = t.errorf("delete queue %q: %w", q.b.Queue, derr)
-			}
-			_ = q.ch.Close()
-		}
-		q.wait()
+		err = q.teardown()
 	})
 	return err
 }

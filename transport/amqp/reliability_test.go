@@ -64,7 +64,8 @@ func TestBrokerFrozenAndResumed(t *testing.T) {
 	ns := v.namespace("frozen")
 	var log testlog.Buffer
 	goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second, Logger: log.Logger()}), v, ns), "n1@h")
-	ctl := mailbox(t, open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second}), v, ns)
+	ctlTr := open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second})
+	ctl := mailbox(t, ctlTr, v, ns)
 	require.NoError(t, ping(ctl, "n1@h", 5*time.Second))
 
 	srv.Freeze()
@@ -74,6 +75,13 @@ func TestBrokerFrozenAndResumed(t *testing.T) {
 			srv.Thaw()
 		}
 	}()
+	// A new mailbox needs the broker to declare its reply queue, and its
+	// first publish to declare the exchange: both end at the deadline too.
+	start := time.Now()
+	err := ping(mailbox(t, ctlTr, v, ns+"-new"), "n1@h", 500*time.Millisecond)
+	assert.Error(t, err)
+	assert.Less(t, time.Since(start), 2*time.Second, "a new caller while the broker is frozen overran its deadline (err %v)", err)
+	t.Logf("new caller while frozen: %v", err)
 	for range 3 {
 		start := time.Now()
 		err := ping(ctl, "n1@h", 500*time.Millisecond)
