@@ -72,3 +72,19 @@ func TestWithoutManagement(t *testing.T) {
 	t.Logf("broadcast took %s", time.Since(start))
 	assert.Less(t, time.Since(start), 3*time.Second, "ended by the quiet gap, not the deadline")
 }
+
+// Node queues are exclusive: a second process serving a node name that is
+// already served is refused with an error naming the queue, rather than
+// splitting the node's messages with the first.
+func TestDuplicateNodeNameRefused(t *testing.T) {
+	srv := rabbittest.Get(t)
+	v := variant{transport.Fanout, "json"}
+	goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{}), v, "dup"), "twin@h")
+	second := mailbox(t, open(t, srv.URL(), pidamqp.Options{}), v, "dup").NewNode("twin@h", pidbox.NodeOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := second.Serve(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `queue "twin@h.dup.pidbox"`)
+	assert.Contains(t, err.Error(), "RESOURCE_LOCKED")
+}
