@@ -2,6 +2,7 @@ package amqp_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,26 @@ func TestBrokerRefusals(t *testing.T) {
 	_, err := pidamqp.Open(ctx, strings.TrimSuffix(srv.URL(), "/")+"nosuch", pidamqp.Options{Logger: quiet})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `vhost "nosuch"`)
+	assert.NotContains(t, err.Error(), "guest:guest")
+
+	// A vhost that exists but that guest may not use.
+	require.Less(t, mgmtDo(t, srv, http.MethodPut, "/api/vhosts/locked", ""), 300)
+	mgmtDo(t, srv, http.MethodDelete, "/api/permissions/locked/guest", "")
+	_, err = pidamqp.Open(ctx, strings.TrimSuffix(srv.URL(), "/")+"locked", pidamqp.Options{Logger: quiet})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `vhost "locked"`)
+	assert.Contains(t, err.Error(), "refused for user 'guest'")
+	assert.NotContains(t, err.Error(), "guest:guest")
+
+	// A vhost where guest may not declare: ACCESS_REFUSED, naming the
+	// exchange.
+	require.Less(t, mgmtDo(t, srv, http.MethodPut, "/api/vhosts/limited", ""), 300)
+	require.Less(t, mgmtDo(t, srv, http.MethodPut, "/api/permissions/limited/guest", `{"configure": "^$", "write": ".*", "read": ".*"}`), 300)
+	ltr := open(t, strings.TrimSuffix(srv.URL(), "/")+"limited", pidamqp.Options{})
+	_, err = ltr.Subscribe(ctx, transport.Binding{Exchange: transport.Exchange{Name: "celery.pidbox", Kind: transport.Fanout}, Queue: "n.celery.pidbox"}, func([]byte) {})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `exchange "celery.pidbox"`)
+	assert.Contains(t, err.Error(), "ACCESS_REFUSED")
 	assert.NotContains(t, err.Error(), "guest:guest")
 
 	_, err = pidamqp.Open(ctx, strings.Replace(srv.URL(), "guest:guest", "guest:s3cret", 1), pidamqp.Options{Logger: quiet})

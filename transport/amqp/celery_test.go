@@ -34,6 +34,20 @@ func mgmtGet(t *testing.T, srv *rabbittest.Server, path string, v any) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
 }
 
+// mgmtDo sends a request with a JSON body (or none) to the management API
+// and returns its status.
+func mgmtDo(t *testing.T, srv *rabbittest.Server, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.ManagementURL()+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.SetBasicAuth("guest", "guest")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 type entity struct {
 	Name       string         `json:"name"`
 	Type       string         `json:"type"`
