@@ -223,12 +223,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		op:      newCtxLock(),
 		pubLock: newCtxLock(),
 	}
-	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if ep.management != "" {
 		if t.mgmt, err = newManagement(ep.management, ep.vhost); err != nil {
 			return nil, fmt.Errorf("amqp transport: %s: %w", ep.redacted, err)
 		}
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	conn, err := t.dial(ctx)
 	if err != nil {
 		t.cancel()
