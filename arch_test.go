@@ -14,7 +14,8 @@ import (
 func TestForbiddenImports(t *testing.T) {
 	const mod = "github.com/gopidbox/pidbox"
 	brokers := []string{mod + "/transport/memory", mod + "/transport/redis", mod + "/transport/amqp", mod + "/internal/redistest", mod + "/internal/rabbittest"}
-	extensions := []string{mod + "/security", mod + "/celery", mod + "/otel", mod + "/health"}
+	extensions := []string{mod + "/security", mod + "/celery", mod + "/otel", mod + "/health",
+		"go.opentelemetry.io/otel", "go.opentelemetry.io/otel/trace", "go.opentelemetry.io/otel/metric", "go.opentelemetry.io/otel/attribute"}
 	rules := []struct {
 		pkg    string // a package, or a prefix ending in "/..."
 		banned []string

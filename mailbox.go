@@ -94,6 +94,10 @@ type Options struct {
 	// them (AMQP without RabbitMQ's management API), or lists none (no
 	// node runs, or the broker lost its bindings). Default 250ms.
 	QuietGap time.Duration
+	// Observer, when set, watches the calls of the mailbox and the
+	// commands of its nodes: tracing and metrics (see package otel). Nil
+	// costs nothing.
+	Observer Observer
 }
 
 func (o *Options) setDefaults() error {
@@ -183,6 +187,12 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 		MaxUnclaimed: opts.MaxUnclaimed,
 		UnclaimedAge: opts.UnclaimedAge,
 	}
+	if o := opts.Observer; o != nil {
+		// The demultiplexer's reasons are the Reason constants' values.
+		dopts.Discarded = func(reason string, n int) {
+			o.Event(context.Background(), Event{Kind: EventReplyDiscarded, Reason: reason, Count: n})
+		}
+	}
 	if v, ok := opts.Sealer.(NodeVerifier); ok {
 		dopts.VerifyNode = v.VerifyNode
 	}
@@ -258,7 +268,31 @@ func (m *Mailbox) Cast(ctx context.Context, method string, args any, opts ...Cal
 		defer cancel()
 		expires, _ = ctx.Deadline()
 	}
-	return m.publish(ctx, method, body, expires, nil)
+	if m.opts.Observer == nil {
+		return m.publish(ctx, method, body, expires, nil, nil)
+	}
+	ctx, obs, extra := m.startCall(ctx, method, "", cfg)
+	err = m.publish(ctx, method, body, expires, extra, nil)
+	if obs != nil {
+		end := CallEnd{Outcome: CallSent, Expected: -1, Err: err}
+		if err != nil {
+			end.Outcome = CallFailed
+		}
+		obs.End(end)
+	}
+	return err
+}
+
+// startCall tells the Observer a call starts, and returns the extra
+// headers it set.
+func (m *Mailbox) startCall(ctx context.Context, method, ticket string, cfg callConfig) (context.Context, CallObserver, []wire.Header) {
+	info := CallInfo{Exchange: m.exchange.Name, Method: method, Ticket: ticket, Limit: cfg.limit}
+	if dl, ok := ctx.Deadline(); ok {
+		info.Timeout = time.Until(dl)
+	}
+	h := &wire.Headers{}
+	ctx, obs := m.opts.Observer.StartCall(ctx, info, Headers{h})
+	return ctx, obs, h.Extra
 }
 
 // Nodes lists the names of the nodes bound to the mailbox's exchange that
@@ -354,12 +388,12 @@ func (m *Mailbox) open(env *wire.Envelope) (wire.Codec, []byte, string, error) {
 // publish sends an encoded request on the broadcast exchange. With a
 // reply subscription, a transport that can lose bindings declares its
 // binding again in the same round trip.
-func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, replies transport.Subscription) error {
+func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, extra []wire.Header, replies transport.Subscription) error {
 	msg := wire.Encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
 		ContentEncoding: body.ContentEncoding,
-		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires)},
+		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires), Extra: extra},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
 	if err := publish(ctx, m.tr, m.exchange, "", msg, replies); err != nil {

@@ -94,6 +94,7 @@ type Node struct {
 	inflight sync.WaitGroup
 
 	received, dropped, expired, rejected, refused atomic.Uint64
+	ignoredHeaders                                atomic.Uint64
 }
 
 // entry is a registered handler with its concurrency slots.
