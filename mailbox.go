@@ -290,8 +290,12 @@ func (m *Mailbox) startCall(ctx context.Context, method, ticket string, cfg call
 	if dl, ok := ctx.Deadline(); ok {
 		info.Timeout = time.Until(dl)
 	}
+	ctx, obs := m.opts.Observer.StartCall(ctx, info)
+	if obs == nil {
+		return ctx, nil, nil
+	}
 	h := &wire.Headers{}
-	ctx, obs := m.opts.Observer.StartCall(ctx, info, Headers{h})
+	obs.Inject(Headers{h})
 	return ctx, obs, h.Extra
 }
 

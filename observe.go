@@ -18,9 +18,8 @@ type Observer interface {
 	// StartCall is called once per Send, Call or Cast, before the node
 	// list is looked up and the command published. It returns the context
 	// the call goes on with and the observer of this call, or nil to
-	// observe no more of it. What it sets on h travels with the command
-	// (trace context).
-	StartCall(ctx context.Context, info CallInfo, h Headers) (context.Context, CallObserver)
+	// observe no more of it.
+	StartCall(ctx context.Context, info CallInfo) (context.Context, CallObserver)
 	// StartCommand is called when a node starts a registered handler for
 	// a command addressed to it, h holding the command's extra headers.
 	// The context it returns is the handler's; the CommandObserver, if
@@ -48,6 +47,9 @@ type CallInfo struct {
 
 // CallObserver watches one call.
 type CallObserver interface {
+	// Inject is called once, right after StartCall: what it sets on h
+	// travels with the command (trace context).
+	Inject(h Headers)
 	// Reply is called for every reply the call gathers, latency counted
 	// from the call's start; err is the reply's error (a
 	// *reply.RemoteError), nil for a value.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
-	"github.com/gopidbox/pidbox/transport/memory"
+	"github.com/gopidbox/pidbox/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -28,16 +28,22 @@ type recorder struct {
 
 type ctxKey struct{}
 
-func (r *recorder) StartCall(ctx context.Context, info pidbox.CallInfo, h pidbox.Headers) (context.Context, pidbox.CallObserver) {
+func (r *recorder) StartCall(ctx context.Context, info pidbox.CallInfo) (context.Context, pidbox.CallObserver) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, info)
-	h.Set("trace", "call-"+info.Method)
-	h.Set("compression", "zlib") // never travels
-	return context.WithValue(ctx, ctxKey{}, info.Method), callRecorder{r}
+	return context.WithValue(ctx, ctxKey{}, info.Method), callRecorder{r, info.Method}
 }
 
-type callRecorder struct{ r *recorder }
+type callRecorder struct {
+	r      *recorder
+	method string
+}
+
+func (c callRecorder) Inject(h pidbox.Headers) {
+	h.Set("trace", "call-"+c.method)
+	h.Set("compression", "zlib") // never travels
+}
 
 func (c callRecorder) Reply(node string, latency time.Duration, err error) {
 	c.r.mu.Lock()
@@ -163,43 +169,7 @@ func TestObserverHook(t *testing.T) {
 // (bfa1ba1, go1.26) with this same test; lower is welcome.
 func TestObserverOffAllocs(t *testing.T) {
 	const callCeiling, castCeiling = 77, 35
-	call, cast := MeasureAllocs(t, pidbox.Options{})
+	call, cast := alloctest.Measure(t, pidbox.Options{})
 	assert.LessOrEqual(t, call, float64(callCeiling), "allocations of a ping call")
 	assert.LessOrEqual(t, cast, float64(castCeiling), "allocations of a cast and its dispatch")
-}
-
-// MeasureAllocs returns the allocations of a ping call to one node, and of
-// a cast with its dispatch on the node, on the memory broker, with opts
-// on both sides.
-func MeasureAllocs(t testing.TB, opts pidbox.Options) (call, cast float64) {
-	opts.Logger = quiet
-	tr := memory.New(memory.Options{Logger: quiet})
-	defer tr.Close()
-	nmb, err := pidbox.New(tr, opts)
-	require.NoError(t, err)
-	node := nmb.NewNode("w@h", pidbox.NodeOptions{})
-	marked := make(chan struct{}, 1)
-	node.RegisterFunc("mark", func(context.Context, *pidbox.Request) (any, error) { marked <- struct{}{}; return nil, nil })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = node.Serve(ctx) }()
-	<-node.Ready()
-	defer func() { cancel(); <-done }()
-	ctl, err := pidbox.New(tr, opts)
-	require.NoError(t, err)
-	defer ctl.Close()
-	ping := func() {
-		if _, err := ctl.Call(context.Background(), "ping", nil, pidbox.To("w@h"), pidbox.Timeout(5*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mark := func() {
-		if err := ctl.Cast(context.Background(), "mark", nil, pidbox.To("w@h")); err != nil {
-			t.Fatal(err)
-		}
-		<-marked
-	}
-	ping() // warm up: the reply queue is bound once
-	mark()
-	return testing.AllocsPerRun(200, ping), testing.AllocsPerRun(200, mark)
 }
