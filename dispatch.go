@@ -274,7 +274,7 @@ func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
 			n.warnings.Log(slog.LevelError, "pidbox: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
 			res = result{err: fmt.Errorf("%w: %s: %v", ErrHandlerPanic, req.Method, p)}
 		}
-		e.counts.record(time.Since(start), res.err != nil && !errors.Is(res.err, ErrNoReply))
+		e.counts.record(time.Since(start), handlerErr(res.err))
 	}()
 	v, err := e.h.Handle(ctx, req)
 	return result{value: v, err: err}

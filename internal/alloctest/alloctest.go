@@ -15,7 +15,7 @@ import (
 
 // Measure returns the allocations of a ping call to one node, and of a
 // cast with its dispatch on the node, on the memory broker, with opts on
-// both sides, averaged over 200 runs each (testing.AllocsPerRun).
+// both sides: testing.AllocsPerRun over 200 runs, the least of three.
 func Measure(t testing.TB, opts pidbox.Options) (call, cast float64) {
 	t.Helper()
 	if Race {
@@ -57,5 +57,11 @@ func Measure(t testing.TB, opts pidbox.Options) (call, cast float64) {
 		ping()
 		mark()
 	}
-	return testing.AllocsPerRun(200, ping), testing.AllocsPerRun(200, mark)
+	// The least of three measures: a loaded machine's scheduling can add
+	// an allocation now and then, never take one away.
+	call, cast = testing.AllocsPerRun(200, ping), testing.AllocsPerRun(200, mark)
+	for range 2 {
+		call, cast = min(call, testing.AllocsPerRun(200, ping)), min(cast, testing.AllocsPerRun(200, mark))
+	}
+	return call, cast
 }
