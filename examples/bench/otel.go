@@ -4,8 +4,8 @@ package main
 // instrumentation at all (none), with the otel Observer on noop providers
 // (off), and with a real OpenTelemetry SDK recording every span into an
 // in-memory exporter and every metric into a manual reader (on). Rounds
-// alternate the three, so that drift in a shared machine's speed hits
-// them alike. See docs/BENCHMARKS.md, "Observability".
+// alternate the three, each round starting with another, so that drift in
+// a shared machine's speed hits them alike. See docs/BENCHMARKS.md, "Observability".
 
 import (
 	"context"
@@ -148,7 +148,10 @@ func (b *bench) otel() {
 	mem, seq, gather := map[string]latencies{}, map[string]latencies{}, map[string]latencies{}
 	allocs := map[string]float64{}
 	for round := range rounds + 1 {
-		for _, s := range setups {
+		// Each round starts with another variant: none of them always
+		// follows the garbage of another.
+		for i := range setups {
+			s := setups[(i+round)%len(setups)]
 			rg := all[s.name]
 			first := rg.redis.names[0]
 			if round == 0 { // warm up

@@ -177,8 +177,10 @@ func seconds(s float64) string {
 	}
 	d := time.Duration(s * float64(time.Second))
 	switch {
+	case d < time.Microsecond:
+		return d.String()
 	case d < time.Millisecond:
-		return d.Round(time.Microsecond).String()
+		return d.Round(100 * time.Nanosecond).String()
 	case d < time.Second:
 		return d.Round(10 * time.Microsecond).String()
 	}
