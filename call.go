@@ -219,10 +219,10 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		obs:   obs, start: start,
 	}
 	context.AfterFunc(ctx, c.inbox.Close) // an abandoned call frees its inbox
-	if obs != nil {
-		context.AfterFunc(ctx, c.abandoned)
-	}
 	c.expect(cfg)
+	if obs != nil {
+		context.AfterFunc(ctx, c.abandoned) // after expect: it reads c.expected
+	}
 	expires, _ := ctx.Deadline()
 	if err := m.publish(ctx, method, body, expires, extra, sub); err != nil {
 		c.end(CallFailed, 0, err)

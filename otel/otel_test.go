@@ -445,3 +445,24 @@ func TestNoopAllocs(t *testing.T) {
 	assert.Equal(t, offCall, globalCall, "a call")
 	assert.Equal(t, offCast, globalCast, "a cast and its dispatch")
 }
+
+// The pidbox.command attribute takes at most MaxCommands values; more
+// commands are counted as _OTHER.
+func TestCommandCardinality(t *testing.T) {
+	tr := memory.New(memory.Options{Logger: quiet})
+	t.Cleanup(func() { _ = tr.Close() })
+	tel := newTelemetry(t, pidotel.Options{})
+	ctl := fleet(t, tr, tel)
+	for i := range pidotel.MaxCommands + 50 {
+		require.NoError(t, ctl.Cast(context.Background(), fmt.Sprintf("cmd%d", i), nil))
+	}
+	m := tel.metrics(t)
+	values := map[string]bool{}
+	for _, set := range attributeSets(m["messaging.client.sent.messages"]) {
+		v, _ := set.Value("pidbox.command")
+		values[v.AsString()] = true
+	}
+	assert.Len(t, values, pidotel.MaxCommands+1)
+	assert.True(t, values["_OTHER"])
+	assert.Equal(t, int64(pidotel.MaxCommands+50), sum(t, m["messaging.client.sent.messages"]))
+}

@@ -8,6 +8,8 @@ package wire
 // MaxHeaderKey bytes and each value at most MaxHeaderValue bytes of
 // printable ASCII. Anything else — too many, too long, not a string,
 // control characters — is ignored and counted in Envelope.IgnoredHeaders.
+// A broker without envelopes (AMQP) carries them in its frame's headers
+// table, beside clock, expires and ticket, under the same bounds.
 
 // Bounds on extra headers.
 const (
