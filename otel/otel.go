@@ -34,7 +34,7 @@
 //     the deadline, say) has status Error.
 //   - one event "pidbox.reply" on the call span per reply, not a child
 //     span: pidbox.node, pidbox.reply.latency (seconds since the call
-//     started), and error.message for an error reply.
+//     started), and pidbox.reply.error (its text) for an error reply.
 //   - "process <command>" (kind consumer): one per command a node
 //     handles, a child of the caller's span (or, with Options.Links, a
 //     root span linked to it). Attributes: the messaging ones above with
@@ -264,7 +264,7 @@ const (
 	keyExpected     = attribute.Key("pidbox.expected")
 	keyNode         = attribute.Key("pidbox.node")
 	keyLatency      = attribute.Key("pidbox.reply.latency")
-	keyErrorMessage = attribute.Key("error.message")
+	keyReplyError   = attribute.Key("pidbox.reply.error")
 )
 
 const (
@@ -385,11 +385,10 @@ func (o *Observer) StartCall(ctx context.Context, info pidbox.CallInfo) (context
 		}
 		ctx, c.span = o.tracer.Start(ctx, name, start...)
 		if c.span.IsRecording() {
-			c.span.SetAttributes(
-				semconv.MessagingMessageConversationID(info.Ticket),
-				keyLimit.Int(info.Limit),
-				keyTimeout.Float64(info.Timeout.Seconds()),
-			)
+			c.span.SetAttributes(keyLimit.Int(info.Limit), keyTimeout.Float64(info.Timeout.Seconds()))
+			if info.Ticket != "" {
+				c.span.SetAttributes(semconv.MessagingMessageConversationID(info.Ticket))
+			}
 		}
 	}
 	c.ctx = ctx
@@ -421,7 +420,7 @@ func (c *call) Reply(node string, latency time.Duration, err error) {
 	if c.span != nil && c.span.IsRecording() {
 		attrs := []attribute.KeyValue{keyNode.String(node), keyLatency.Float64(latency.Seconds())}
 		if err != nil {
-			attrs = append(attrs, keyErrorMessage.String(err.Error()))
+			attrs = append(attrs, keyReplyError.String(err.Error()))
 		}
 		c.span.AddEvent("pidbox.reply", trace.WithAttributes(attrs...))
 	}
@@ -485,7 +484,10 @@ func (o *Observer) StartCommand(ctx context.Context, info pidbox.CommandInfo, h 
 			ctx, p.span = o.tracer.Start(pctx, cmd.procName, cmd.procStart...)
 		}
 		if p.span.IsRecording() {
-			p.span.SetAttributes(semconv.MessagingClientID(info.Node), semconv.MessagingMessageConversationID(info.Ticket))
+			p.span.SetAttributes(semconv.MessagingClientID(info.Node))
+			if info.Ticket != "" {
+				p.span.SetAttributes(semconv.MessagingMessageConversationID(info.Ticket))
+			}
 		}
 	}
 	p.ctx = ctx

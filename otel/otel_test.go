@@ -230,7 +230,7 @@ func tracedCall(t *testing.T, tr transport.Transport) {
 	assert.Equal(t, "_OTHER", attr(failed.Attributes(), "error.type").AsString())
 	assert.Equal(t, "Error", failed.Status().Code.String())
 	failCall := tel.ended("call fail")[0]
-	assert.Equal(t, "b@h: bad thing", attr(failCall.Events()[0].Attributes, "error.message").AsString())
+	assert.Equal(t, "b@h: bad thing", attr(failCall.Events()[0].Attributes, "pidbox.reply.error").AsString())
 
 	m := tel.metrics(t)
 	ping, fail := attribute.String("pidbox.command", "ping"), attribute.String("pidbox.command", "fail")
