@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -465,4 +466,88 @@ func TestCommandCardinality(t *testing.T) {
 	assert.Len(t, values, pidotel.MaxCommands+1)
 	assert.True(t, values["_OTHER"])
 	assert.Equal(t, int64(pidotel.MaxCommands+50), sum(t, m["messaging.client.sent.messages"]))
+}
+
+// A node's counters: backlog waits and refusals by command, unknown
+// commands skipped (with no span), handlers active while they run.
+func TestNodeCounters(t *testing.T) {
+	tr := memory.New(memory.Options{Logger: quiet})
+	t.Cleanup(func() { _ = tr.Close() })
+	tel := newTelemetry(t, pidotel.Options{})
+	mb, err := pidbox.New(tr, pidbox.Options{Logger: quiet, Observer: tel.obs})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mb.Close() })
+	n := mb.NewNode("slow@h", pidbox.NodeOptions{Concurrency: 1, Backlog: 1})
+	release := make(chan struct{})
+	n.RegisterFunc("block", func(context.Context, *pidbox.Request) (any, error) { <-release; return nil, nil })
+	serve(t, n)
+	ctl, err := pidbox.New(tr, pidbox.Options{Logger: quiet, Observer: tel.obs})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ctl.Close() })
+	for range 3 {
+		require.NoError(t, ctl.Cast(context.Background(), "block", nil))
+	}
+	block := attribute.String("pidbox.command", "block")
+	require.Eventually(t, func() bool {
+		m := tel.metrics(t)
+		return m["pidbox.backlog.refusals"] != nil && sum(t, m["pidbox.backlog.refusals"], block) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	m := tel.metrics(t)
+	assert.Equal(t, int64(1), sum(t, m["pidbox.backlog.waits"], block))
+	assert.Equal(t, int64(1), sum(t, m["pidbox.handlers.active"], block), "one runs, one waits")
+	close(release)
+
+	_, err = ctl.Call(context.Background(), "nosuch", nil, pidbox.To("slow@h"), pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(tel.ended("process block")) == 2 }, 5*time.Second, 5*time.Millisecond)
+	m = tel.metrics(t)
+	assert.Equal(t, int64(1), sum(t, m["pidbox.messages.skipped"], attribute.String("pidbox.reason", "unknown_command")))
+	assert.Equal(t, int64(0), sum(t, m["pidbox.handlers.active"], block))
+	assert.Empty(t, tel.ended("process nosuch"), "an unknown command makes no span")
+}
+
+// A flood of hostile headers, through a node that traces every command
+// (spans made and dropped), leaves nothing behind on the heap.
+func TestHostileFloodKeepsNothing(t *testing.T) {
+	tr := memory.New(memory.Options{Logger: quiet})
+	t.Cleanup(func() { _ = tr.Close() })
+	tp := sdktrace.NewTracerProvider() // spans are made, sampled and dropped
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	obs, err := pidotel.New(pidotel.Options{TracerProvider: tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())), Propagator: propagation.TraceContext{}})
+	require.NoError(t, err)
+	mb, err := pidbox.New(tr, pidbox.Options{Logger: quiet, Observer: obs})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mb.Close() })
+	node := mb.NewNode("a@h", pidbox.NodeOptions{})
+	serve(t, node)
+
+	body, err := wire.EncodeRequest(wire.JSON{}, &wire.Request{Method: "ping", Destination: []string{"a@h"}})
+	require.NoError(t, err)
+	var many []string
+	for i := range 200 {
+		many = append(many, fmt.Sprintf(`"h%d": "%0100d"`, i, i))
+	}
+	flood := string(wire.Encode(&wire.Envelope{Body: body, ContentType: "application/json", ContentEncoding: "utf-8"}))
+	flood = replaceOnce(flood, `"headers": {`, `"headers": {"traceparent": "00-zz", `+joinHeaders(many)+`, `)
+	ex := transport.Exchange{Name: "celery.pidbox", Kind: transport.Fanout}
+	send := func(n int) {
+		calls := node.Stats().Handlers["ping"].Calls
+		for range n {
+			require.NoError(t, tr.Publish(context.Background(), ex, "", []byte(flood)))
+		}
+		require.Eventually(t, func() bool { return node.Stats().Handlers["ping"].Calls == calls+uint64(n) }, 20*time.Second, 5*time.Millisecond)
+	}
+	send(100) // warm up
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const floods = 1000
+	send(floods)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	assert.Less(t, int64(after.HeapAlloc)-int64(before.HeapAlloc), int64(len(flood)*floods/20),
+		"the heap keeps no share of %d hostile messages of %d bytes", floods, len(flood))
+	// The malformed traceparent is kept (a string within bounds) and
+	// refused by the propagator; 7 more fit, 193 do not.
+	assert.Equal(t, uint64((200-(wire.MaxExtraHeaders-1))*(100+floods)), node.Stats().IgnoredHeaders)
 }
