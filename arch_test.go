@@ -26,6 +26,7 @@ func TestForbiddenImports(t *testing.T) {
 		{mod + "/reply", append([]string{mod, mod + "/transport"}, brokers...), "reply never imports a broker"},
 		{mod + "/clock", []string{mod}, "clock stands alone"},
 		{mod + "/internal/wire", []string{mod, mod + "/transport"}, "the envelope codec knows no broker"},
+		{mod + "/otel", []string{"go.opentelemetry.io/otel/sdk", "go.opentelemetry.io/otel/sdk/trace", "go.opentelemetry.io/otel/sdk/metric"}, "otel uses the OpenTelemetry API alone; programs bring the SDK"},
 	}
 
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "./...").Output()

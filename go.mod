@@ -16,6 +16,9 @@ require (
 	go.uber.org/goleak v1.3.0
 )
 
+// package otel uses the OpenTelemetry API alone (otel, metric, trace); the
+// SDK is for its tests and examples/bench, which a program that imports
+// pidbox or pidbox/otel does not compile or link.
 require (
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
