@@ -179,6 +179,8 @@ type Call struct {
 	outcomes map[string]Outcome
 	known    map[string]bool // bound nodes, once looked up
 	lookup   *time.Timer
+
+	stopAbandon func() bool
 }
 
 // Send sends a command that wants replies and returns its Call handle
@@ -218,11 +220,11 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		inbox: m.demux.Wait(ticket), // before publishing: no reply missed
 		obs:   obs, start: start,
 	}
-	context.AfterFunc(ctx, c.inbox.Close) // an abandoned call frees its inbox
 	c.expect(cfg)
-	if obs != nil {
-		context.AfterFunc(ctx, c.abandoned) // after expect: it reads c.expected
-	}
+	// A call that is never ranged over nor closed ends at its deadline:
+	// its inbox is freed and its observer told. Close stops this, so a
+	// call that ends normally starts no goroutine for it.
+	c.stopAbandon = context.AfterFunc(ctx, c.abandoned)
 	expires, _ := ctx.Deadline()
 	if err := m.publish(ctx, method, body, expires, extra, sub); err != nil {
 		c.end(CallFailed, 0, err)
@@ -247,6 +249,7 @@ func (c *Call) end(o CallOutcome, replies int, err error) {
 // abandoned ends the observation of a call whose replies were never
 // ranged over, when its context ends.
 func (c *Call) abandoned() {
+	c.inbox.Close()
 	if c.started.Load() {
 		return // Replies says how it ended
 	}
@@ -289,7 +292,11 @@ func (c *Call) expect(cfg callConfig) {
 	c.rules.Limit = cfg.limit
 	switch {
 	case len(cfg.destination) > 0:
-		c.expected = slices.Compact(slices.Sorted(slices.Values(cfg.destination)))
+		c.expected = cfg.destination // the call's own copy, made by To
+		if len(c.expected) > 1 {
+			slices.Sort(c.expected)
+			c.expected = slices.Compact(c.expected)
+		}
 		c.byName = true
 		if c.rules.Limit == 0 {
 			c.rules.Limit = len(cfg.destination)
@@ -480,10 +487,24 @@ func (c *Call) Outcomes() map[string]Outcome {
 	return out
 }
 
+// takeOutcomes hands the outcomes over without a copy, once Replies has
+// ended and nothing writes them any more; for Mailbox.Call.
+func (c *Call) takeOutcomes() map[string]Outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outcomes == nil {
+		return map[string]Outcome{}
+	}
+	return c.outcomes
+}
+
 // Close ends the call: replies that arrive later are kept as late replies
 // for a while, then dropped. It is safe to call more than once.
 func (c *Call) Close() {
 	c.end(CallCancelled, 0, nil) // when nothing said otherwise before
+	if c.stopAbandon != nil {
+		c.stopAbandon()
+	}
 	if c.lookup != nil {
 		c.lookup.Stop()
 	}

@@ -242,12 +242,12 @@ func (m *Mailbox) Call(ctx context.Context, method string, args any, opts ...Cal
 	res := &Result{}
 	for r, err := range c.Replies() {
 		if err != nil {
-			res.Outcomes = c.Outcomes()
+			res.Outcomes = c.takeOutcomes()
 			return res, err
 		}
 		res.Replies = append(res.Replies, r)
 	}
-	res.Outcomes = c.Outcomes()
+	res.Outcomes = c.takeOutcomes()
 	return res, nil
 }
 

@@ -164,12 +164,14 @@ func TestObserverHook(t *testing.T) {
 	rec.mu.Lock()
 }
 
-// With no Observer, a call and a dispatch allocate what they did before
-// the hook existed. The ceilings were measured on the commit before it
-// (bfa1ba1, and again on fa7b2f0 and 9ddcc1c, go1.26) with this same
-// measure; lower is welcome.
+// With no Observer, a call and a dispatch allocate no more than they did
+// before the hook existed. The ceilings were measured on the commit before
+// it (bfa1ba1, and again on fa7b2f0 and 9ddcc1c, go1.26) with this same
+// measure, then lowered with the call path's own allocations (one
+// context.AfterFunc per call, no copy of the outcomes, no sort of a single
+// destination).
 func TestObserverOffAllocs(t *testing.T) {
-	const callCeiling, castCeiling = 77, 35
+	const callCeiling, castCeiling = 71, 35
 	call, cast := alloctest.Measure(t, pidbox.Options{})
 	assert.LessOrEqual(t, call, float64(callCeiling), "allocations of a ping call")
 	assert.LessOrEqual(t, cast, float64(castCeiling), "allocations of a cast and its dispatch")
