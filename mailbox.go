@@ -1,24 +1,10 @@
-// Package pidbox is a control-plane mailbox: it sends commands to remote
-// worker processes and gathers their replies. It is what Kombu's pidbox is
-// to Python, the layer under `celery inspect` and `celery control`, and it
-// speaks the same wire format, so Go controllers can command Celery workers
-// and Celery tools can command Go workers.
-//
-// A Mailbox owns a namespace's two exchanges: the broadcast exchange
-// "<namespace>.pidbox" that commands go to, and the reply exchange
-// "reply.<namespace>.pidbox" that replies come back on, to a reply queue
-// private to the mailbox. A Node, made from a mailbox, listens on the
-// broadcast exchange under its hostname and runs the named handlers
-// registered with it. Every message carries a Lamport clock and an expiry.
-//
-// Mailbox.Call sends a command and gathers the replies until the limit,
-// until every node addressed has replied, or until a real total deadline,
-// whichever comes first, and says for every expected node whether it
-// replied. Mailbox.Send returns the Call handle, whose Replies streams each
-// reply as it arrives. Memory stays bounded throughout.
-//
-// The transport underneath is pluggable: transport/memory runs everything
-// in one process, transport/redis talks to Redis the way Kombu does.
+// Package pidbox is a control-plane mailbox, wire-compatible with Kombu's
+// pidbox (the layer under `celery inspect` and `celery control`): a Mailbox
+// sends commands to remote workers and gathers their replies; a Node serves
+// the named handlers registered with it. Call gathers until every addressed
+// node replied, the limit, or a real total deadline, and gives each expected
+// node's Outcome; Send returns a Call whose Replies streams them. Transports
+// live in transport/; docs/ARCHITECTURE.md maps the rest.
 package pidbox
 
 import (
