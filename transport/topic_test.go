@@ -63,4 +63,6 @@ func TestTopicMatchAgreesWithKombu(t *testing.T) {
 	}
 }
 
-func pyStr(s string) string { return "'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "'", `\'`) + "'" }
+func pyStr(s string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "'", `\'`) + "'"
+}
