@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopidbox/pidbox/internal/redistest"
 	"github.com/gopidbox/pidbox/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,19 +41,14 @@ func TestTopicMatch(t *testing.T) {
 
 // Kombu itself decides the same way, and stores the same pattern.
 func TestTopicMatchAgreesWithKombu(t *testing.T) {
-	if _, err := exec.LookPath("/usr/bin/python3"); err != nil {
-		t.Skip("no /usr/bin/python3")
-	}
-	if exec.Command("/usr/bin/python3", "-c", "import kombu").Run() != nil {
-		t.Skip("python3-kombu not installed")
-	}
+	redistest.RequirePython(t, "kombu")
 	var script strings.Builder
 	script.WriteString("from kombu.transport.virtual.exchange import TopicExchange\nx = TopicExchange(None)\n")
 	for _, c := range topicCases {
 		script.WriteString("p = x.key_to_pattern(" + pyStr(c.binding) + ")\n")
 		script.WriteString("print(p + '\\t' + str(bool(x._match(p, " + pyStr(c.key) + "))))\n")
 	}
-	out, err := exec.Command("/usr/bin/python3", "-c", script.String()).CombinedOutput()
+	out, err := exec.Command(redistest.Python, "-c", script.String()).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	require.Len(t, lines, len(topicCases))
