@@ -8,3 +8,5 @@ func rusage() any { return "N/A" }
 func rss() (int64, bool) { return 0, false }
 
 func kernelRelease() string { return "" }
+
+func loadavg() []float64 { return []float64{0, 0, 0} }

@@ -62,3 +62,22 @@ func kernelRelease() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// loadavg is celery.utils.sysinfo.load_average(): the 1, 5 and 15 minute
+// load averages rounded to two places, from /proc where there is one.
+func loadavg() []float64 {
+	out := []float64{0, 0, 0}
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return out
+	}
+	for i, f := range strings.Fields(string(b)) {
+		if i == 3 {
+			break
+		}
+		if v, err := strconv.ParseFloat(f, 64); err == nil {
+			out[i] = float64(int64(v*100+0.5)) / 100
+		}
+	}
+	return out
+}
