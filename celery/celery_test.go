@@ -51,10 +51,10 @@ func serve(t *testing.T, serializer string, opts celery.Options) (*pidbox.Mailbo
 
 func call(t *testing.T, mb *pidbox.Mailbox, method string, args any) reply.Reply {
 	t.Helper()
-	rs, err := mb.Call(context.Background(), method, args, pidbox.To(node), pidbox.Timeout(2*time.Second))
+	res, err := mb.Call(context.Background(), method, args, pidbox.To(node), pidbox.Timeout(2*time.Second))
 	require.NoError(t, err)
-	require.Len(t, rs, 1, "%s: one reply", method)
-	return rs[0]
+	require.Len(t, res.Replies, 1, "%s: one reply", method)
+	return res.Replies[0]
 }
 
 // value decodes a reply into generic JSON-like values.
@@ -79,7 +79,7 @@ func okText(t *testing.T, r reply.Reply) string {
 
 func remoteError(t *testing.T, r reply.Reply) string {
 	t.Helper()
-	var re *pidbox.RemoteError
+	var re *reply.RemoteError
 	require.True(t, errors.As(r.Err, &re), "an error reply, got %s", r.Value)
 	return re.Message
 }
@@ -208,11 +208,11 @@ func TestEveryCommandIsServed(t *testing.T) {
 		if c.Name == "shutdown" || c.Name == "hello" {
 			continue
 		}
-		rs, err := mb.Call(context.Background(), c.Name, nil, pidbox.To(node), pidbox.Timeout(2*time.Second))
+		res, err := mb.Call(context.Background(), c.Name, nil, pidbox.To(node), pidbox.Timeout(2*time.Second))
 		require.NoError(t, err)
-		require.Len(t, rs, 1, c.Name)
-		if rs[0].Err != nil {
-			assert.NotContains(t, rs[0].Err.Error(), "unknown method", c.Name)
+		require.Len(t, res.Replies, 1, c.Name)
+		if err := res.Replies[0].Err; err != nil {
+			assert.NotContains(t, err.Error(), "unknown method", c.Name)
 		}
 	}
 }
@@ -353,9 +353,9 @@ func TestHelloSharesRevoked(t *testing.T) {
 	assert.Equal(t, "t1", rv["t1"].([]any)[1])
 	assert.True(t, st.IsRevoked("t1"))
 	// No reply to itself.
-	rs, err := mb.Call(context.Background(), "hello", map[string]any{"from_node": node}, pidbox.To(node), pidbox.Timeout(300*time.Millisecond))
+	res, err := mb.Call(context.Background(), "hello", map[string]any{"from_node": node}, pidbox.To(node), pidbox.Timeout(300*time.Millisecond))
 	require.NoError(t, err)
-	assert.Empty(t, rs)
+	assert.Empty(t, res.Replies)
 }
 
 func TestMemsampleAndMemdump(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gopidbox/pidbox/clock"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
-	"github.com/gopidbox/pidbox/wire"
 )
 
 // Celery's event defaults.

@@ -39,7 +39,8 @@ func (c *collector) next(t *testing.T, typ string) celery.Event {
 				return e
 			}
 		case <-deadline:
-			t.Fatalf("no %s event within 5s", typ)
+			c.mu.Lock()
+			t.Fatalf("no %s event within 5s; got %v", typ, c.evs)
 		}
 	}
 }

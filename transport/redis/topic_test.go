@@ -8,9 +8,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
-	"github.com/gopidbox/pidbox/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
