@@ -162,7 +162,7 @@ func (e *Emitter) logged(err error) {
 // command sends only freq and the software info.
 func (e *Emitter) heartbeatFields(freq time.Duration, full bool) map[string]any {
 	f := map[string]any{
-		"freq":     freq.Seconds(),
+		"freq":     Float(freq.Seconds()),
 		"sw_ident": SoftwareIdent,
 		"sw_ver":   e.opts.Version,
 		"sw_sys":   pySystem(),

@@ -49,18 +49,20 @@ func (c *collector) next(t *testing.T, typ string) celery.Event {
 func receive(t *testing.T, tr transport.Transport, opts celery.ReceiveOptions) *collector {
 	t.Helper()
 	c := newCollector()
+	ex := opts.Exchange
+	if ex.Name == "" {
+		ex = celery.EventExchange(tr)
+	}
+	before, err := tr.Bindings(context.Background(), ex)
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- celery.Receive(ctx, tr, opts, c.add) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	// The subscription is made asynchronously: wait until it is bound.
-	ex := opts.Exchange
-	if ex.Name == "" {
-		ex = celery.EventExchange(tr)
-	}
 	require.Eventually(t, func() bool {
 		bs, _ := tr.Bindings(context.Background(), ex)
-		return len(bs) > 0
+		return len(bs) > len(before)
 	}, 5*time.Second, 10*time.Millisecond)
 	return c
 }

@@ -92,3 +92,19 @@ func humanBytes(n int64) string {
 	}
 	return strconv.FormatInt(n, 10) + "b"
 }
+
+// Float is a float64 that JSON writes as Python writes a float: with a
+// ".0" when whole ("2.0", not "2"), so Python peers read a float.
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	if math.IsInf(float64(f), 0) || math.IsNaN(float64(f)) {
+		return nil, fmt.Errorf("json: unsupported value %v", float64(f))
+	}
+	s := strconv.FormatFloat(float64(f), 'f', -1, 64)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return []byte(s), nil
+}

@@ -144,7 +144,7 @@ type Broker struct {
 	TransportOptions map[string]any `json:"transport_options"`
 	LoginMethod      *string        `json:"login_method"`
 	URIPrefix        *string        `json:"uri_prefix"`
-	Heartbeat        float64        `json:"heartbeat"`
+	Heartbeat        Float          `json:"heartbeat"`
 	FailoverStrategy string         `json:"failover_strategy"`
 	Alternates       []string       `json:"alternates"`
 }
