@@ -110,9 +110,9 @@ type Events interface {
 type Options struct {
 	// Broker is the "broker" entry of stats; see BrokerFromURL.
 	Broker Broker
-	// Concurrency is the pool's max-concurrency in stats. Default
+	// Concurrency reports the pool's max-concurrency for stats. Default
 	// runtime.GOMAXPROCS(0).
-	Concurrency int
+	Concurrency func() int
 	// PrefetchCount is stats' prefetch_count.
 	PrefetchCount int
 	// Settings are the service's settings, for conf and report. Values
@@ -183,8 +183,8 @@ type State struct {
 // replacing pidbox's built-in ping, clock, hello, stats and shutdown with
 // Celery-shaped ones. It returns the state the commands keep.
 func Register(node *pidbox.Node, opts Options) *State {
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = runtime.GOMAXPROCS(0)
+	if opts.Concurrency == nil {
+		opts.Concurrency = func() int { return runtime.GOMAXPROCS(0) }
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -208,7 +208,7 @@ func Register(node *pidbox.Node, opts Options) *State {
 		"rate_limit":      pidbox.HandlerFunc(s.rateLimit),
 		"time_limit":      pidbox.HandlerFunc(s.timeLimit),
 		"clock":           pidbox.HandlerFunc(s.clock),
-		"election":        pidbox.HandlerFunc(func(context.Context, *pidbox.Request) (any, error) { return nil, nil }),
+		"election":        pidbox.HandlerFunc(election),
 		"enable_events":   pidbox.HandlerFunc(s.enableEvents),
 		"disable_events":  pidbox.HandlerFunc(s.disableEvents),
 		"heartbeat":       pidbox.HandlerFunc(s.heartbeat),
@@ -243,6 +243,33 @@ func Register(node *pidbox.Node, opts Options) *State {
 		}
 	}
 	return s
+}
+
+// election replies as a Celery worker without gossip does: nothing (None)
+// to a well-formed request, Celery's TypeError to one without id and
+// topic, which is what `celery control election` sends.
+func election(_ context.Context, r *pidbox.Request) (any, error) {
+	var a struct {
+		ID    *string `json:"id"`
+		Topic *string `json:"topic"`
+	}
+	if err := r.Decode(&a); err != nil {
+		return nil, err
+	}
+	var missing []string
+	if a.ID == nil {
+		missing = append(missing, "'id'")
+	}
+	if a.Topic == nil {
+		missing = append(missing, "'topic'")
+	}
+	switch len(missing) {
+	case 1:
+		return nil, fmt.Errorf(`TypeError("election() missing 1 required positional argument: %s")`, missing[0])
+	case 2:
+		return nil, errors.New(`TypeError("election() missing 2 required positional arguments: 'id' and 'topic'")`)
+	}
+	return nil, nil
 }
 
 func unsupported(method, why string) pidbox.Handler {
@@ -333,7 +360,7 @@ func (s *State) Stats() Stats {
 		Clock:  strconv.FormatUint(s.node.Mailbox().Clock().Value(), 10),
 		Uptime: int64(time.Since(s.started).Round(time.Second) / time.Second),
 		Pool: PoolInfo{
-			MaxConcurrency: s.opts.Concurrency,
+			MaxConcurrency: s.opts.Concurrency(),
 			Processes:      []int{os.Getpid()},
 			Timeouts:       []float64{},
 		},

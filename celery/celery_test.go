@@ -152,7 +152,7 @@ func (r *runner) Heartbeat(context.Context) error {
 func full(r *runner) celery.Options {
 	return celery.Options{
 		Broker:      celery.BrokerFromURL("redis://:secret@127.0.0.1:6390/2"),
-		Concurrency: 4,
+		Concurrency: func() int { return 4 },
 		Settings: map[string]any{
 			"broker_url": "redis://:secret@127.0.0.1:6390/2",
 			"api_token":  "t0ken",
@@ -225,6 +225,7 @@ func TestInspectWithoutHooks(t *testing.T) {
 	assert.Equal(t, map[string]any{}, value(t, call(t, mb, "query_task", map[string]any{"ids": []string{"x"}})))
 	assert.Equal(t, "pong", okText(t, call(t, mb, "ping", nil)))
 	assert.Nil(t, value(t, call(t, mb, "election", map[string]any{"id": "1", "topic": "t"})))
+	assert.Equal(t, `TypeError("election() missing 2 required positional arguments: 'id' and 'topic'")`, remoteError(t, call(t, mb, "election", nil)))
 	assert.Nil(t, value(t, call(t, mb, "heartbeat", nil)))
 
 	assert.Equal(t, "unknown task", value(t, call(t, mb, "rate_limit", map[string]any{"task_name": "tasks.add", "rate_limit": "10/m"})).(map[string]any)["error"])

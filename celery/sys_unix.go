@@ -17,8 +17,8 @@ func rusage() any {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return map[string]any{
-		"utime":    tv(r.Utime),
-		"stime":    tv(r.Stime),
+		"utime":    Float(tv(r.Utime)),
+		"stime":    Float(tv(r.Stime)),
 		"maxrss":   int64(r.Maxrss),
 		"ixrss":    int64(r.Ixrss),
 		"idrss":    int64(r.Idrss),

@@ -59,7 +59,7 @@ type Request struct {
 type DeliveryInfo struct {
 	Exchange    string `json:"exchange"`
 	RoutingKey  string `json:"routing_key"`
-	Priority    *int   `json:"priority"`
+	Priority    int    `json:"priority"`
 	Redelivered *bool  `json:"redelivered"`
 }
 

@@ -194,20 +194,18 @@ func pretty(v any) (string, string) {
 		enc := json.NewEncoder(&b)
 		enc.SetEscapeHTML(false)
 		enc.SetIndent("", "    ")
-		_ = enc.Encode(x)
-		return "OK", strings.TrimRight(b.String(), "\n")
+		_ = enc.Encode(x) // ends in a newline, as Celery's highlighted JSON does
+		return "OK", b.String()
 	case string:
 		return "OK", x
 	}
 	return "OK", pyStr(v)
 }
 
-// indent is celery.utils.text.indent: every line of t prefixed.
+// indent is celery.utils.text.indent: every line of t prefixed, a final
+// empty line included.
 func indent(t string, n int) string {
 	lines := strings.Split(t, "\n")
-	if len(lines) > 0 && lines[len(lines)-1] == "" {
-		lines = lines[:len(lines)-1] // str.splitlines drops a final empty line
-	}
 	pad := strings.Repeat(" ", n)
 	for i, l := range lines {
 		lines[i] = pad + l

@@ -122,8 +122,9 @@ func run(args []string) int {
 			return 2
 		}
 		defer stopEvents() // worker-offline, before the transport closes
+	} else {
+		go w.Work(ctx)
 	}
-	go w.Work(ctx)
 	if *healthAddr != "" {
 		ln, err := net.Listen("tcp", *healthAddr)
 		if err != nil {
