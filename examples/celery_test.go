@@ -489,3 +489,27 @@ func TestCeleryEventConsumersSeeGoWorker(t *testing.T) {
 	assert.Regexp(t, `go@events \[[^]]+\] shutdown: active=\d, clock=\d+, freq=0.5,`, out)
 	require.NoError(t, st.Wait(10*time.Second), st.Output())
 }
+
+// Celery's positional arguments are checked before anything is sent.
+func TestCeleryUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"control", "rate_limit", "tasks.add", "10/m", "extra"},
+		{"control", "pool_grow", "many"},
+		{"control", "time_limit", "tasks.add", "soon"},
+		{"inspect", "conf", "maybe"},
+		{"inspect", "ping", "extra"},
+		{"control"},
+		{"events", "--duration", "-1s"},
+	} {
+		r := controller(t, append([]string{"--broker", "memory://"}, args...)...)
+		assert.Equal(t, 2, r.code, "%v: %s%s", args, r.stdout, r.stderr)
+		assert.Contains(t, r.stderr, "controller: ", "%v", args)
+	}
+	r := controller(t, "--broker", "memory://", "control", "--help")
+	require.Equal(t, 0, r.code, r.stderr)
+	for _, c := range pidcelery.Commands() {
+		if c.Kind == "control" && !c.Hidden {
+			assert.Contains(t, r.stdout, "  "+c.Name+" ", "control --help lists %s", c.Name)
+		}
+	}
+}
