@@ -834,6 +834,12 @@ func (s *State) addConsumer(ctx context.Context, r *pidbox.Request) (any, error)
 		return nil, fmt.Errorf("add_consumer: %w: the worker consumes no task queues", ErrUnsupported)
 	}
 	q := NewQueue(a.Queue, a.Exchange, a.ExchangeType, a.RoutingKey)
+	s.mu.Lock()
+	full := len(s.queues) >= maxQueues
+	s.mu.Unlock()
+	if full {
+		return nil, fmt.Errorf("add_consumer: the worker already consumes %d queues", maxQueues)
+	}
 	if err := s.opts.Consumers.AddConsumer(ctx, q); err != nil {
 		return nil, err
 	}
@@ -844,6 +850,10 @@ func (s *State) addConsumer(ctx context.Context, r *pidbox.Request) (any, error)
 	s.mu.Unlock()
 	return ok("add consumer " + a.Queue), nil
 }
+
+// maxQueues bounds the queues add_consumer records, so that a flood of
+// commands cannot grow them without limit.
+const maxQueues = 1024
 
 func (s *State) cancelConsumer(ctx context.Context, r *pidbox.Request) (any, error) {
 	var a struct {
