@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/clock"
 	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
@@ -64,6 +65,10 @@ type EmitterOptions struct {
 	TaskEvents bool
 	// Version is sw_ver. Default "dev".
 	Version string
+	// Sealer, when set, seals (signs) every event body, as Celery signs
+	// its events when its event_serializer is "auth". Pass the mailbox's
+	// Sealer for a fleet that signs its events.
+	Sealer pidbox.Sealer
 	// Logger receives send failures. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -242,15 +247,21 @@ func (e *Emitter) Send(ctx context.Context, typ string, fields map[string]any) e
 		ev["timestamp"] = float64(now.UnixNano()) / 1e9
 	}
 	ev["type"] = typ
-	body, err := e.codec.Marshal(ev)
+	data, err := e.codec.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("celery: event %s: %w", typ, err)
 	}
+	body := pidbox.Body{ContentType: e.codec.ContentType(), ContentEncoding: e.codec.ContentEncoding(), Data: data}
+	if e.opts.Sealer != nil {
+		if body, err = e.opts.Sealer.Seal(body); err != nil {
+			return fmt.Errorf("celery: event %s: seal: %w", typ, err)
+		}
+	}
 	routingKey := strings.ReplaceAll(typ, "-", ".")
 	msg, err := json.Marshal(eventEnvelope{
-		Body:            base64.StdEncoding.EncodeToString(body),
-		ContentEncoding: e.codec.ContentEncoding(),
-		ContentType:     e.codec.ContentType(),
+		Body:            base64.StdEncoding.EncodeToString(body.Data),
+		ContentEncoding: body.ContentEncoding,
+		ContentType:     body.ContentType,
 		Headers:         map[string]string{"hostname": e.opts.Hostname},
 		Properties: eventProperties{
 			DeliveryMode: 1,
@@ -336,6 +347,9 @@ type ReceiveOptions struct {
 	Accept []string
 	// MaxMessageSize refuses larger messages. Default 8 MiB.
 	MaxMessageSize int
+	// Sealer, when set, opens (verifies) every event body; events it
+	// refuses are dropped.
+	Sealer pidbox.Sealer
 	// Logger receives messages that cannot be decoded. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -394,6 +408,13 @@ func decodeEvents(msg []byte, opts ReceiveOptions) ([]Event, error) {
 	env, err := wire.Decode(msg, opts.MaxMessageSize)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Sealer != nil {
+		inner, _, err := opts.Sealer.Open(pidbox.Body{ContentType: env.ContentType, ContentEncoding: env.ContentEncoding, Data: env.Body})
+		if err != nil {
+			return nil, fmt.Errorf("event refused: %w", err)
+		}
+		env.ContentType, env.ContentEncoding, env.Body = inner.ContentType, inner.ContentEncoding, inner.Data
 	}
 	codec, err := wire.CodecFor(env.ContentType, opts.Accept)
 	if err != nil {

@@ -1,11 +1,14 @@
 package celery_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/celery"
 	"github.com/gopidbox/pidbox/clock"
 	"github.com/gopidbox/pidbox/transport"
@@ -148,4 +151,38 @@ func TestEmitterBadOptions(t *testing.T) {
 	assert.ErrorContains(t, err, "pickle")
 	_, err = celery.NewEmitter(nil, celery.EmitterOptions{Hostname: "h"})
 	assert.Error(t, err)
+}
+
+// sealer is a stand-in signing scheme: it wraps a body in a content type
+// of its own and refuses bodies it did not seal.
+type sealer struct{}
+
+func (sealer) Seal(b pidbox.Body) (pidbox.Body, error) {
+	return pidbox.Body{ContentType: "application/x-sealed", ContentEncoding: "binary", Data: append([]byte(b.ContentType+"\x00"), b.Data...)}, nil
+}
+
+func (sealer) Open(b pidbox.Body) (pidbox.Body, string, error) {
+	if b.ContentType != "application/x-sealed" {
+		return pidbox.Body{}, "", errors.New("not sealed")
+	}
+	ct, data, _ := bytes.Cut(b.Data, []byte{0})
+	return pidbox.Body{ContentType: string(ct), ContentEncoding: "utf-8", Data: data}, "signer", nil
+}
+
+// Events are sealed with the emitter's Sealer and opened with the
+// receiver's; a receiver without it cannot read them.
+func TestEmitterSealsEvents(t *testing.T) {
+	br := memory.New(memory.Options{Logger: quiet})
+	t.Cleanup(func() { _ = br.Close() })
+	sealed := receive(t, br, celery.ReceiveOptions{Sealer: sealer{}})
+	plain := receive(t, br, celery.ReceiveOptions{Logger: quiet})
+	em, err := celery.NewEmitter(br, celery.EmitterOptions{Hostname: "go@sealed", Sealer: sealer{}})
+	require.NoError(t, err)
+	require.NoError(t, em.Heartbeat(context.Background()))
+	assert.Equal(t, "go@sealed", sealed.next(t, "worker-heartbeat").Hostname())
+	select {
+	case e := <-plain.ch:
+		t.Fatalf("a receiver without the sealer read %v", e)
+	case <-time.After(150 * time.Millisecond):
+	}
 }
