@@ -5,7 +5,6 @@ package celery_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,13 +32,9 @@ func openRedis(t *testing.T, url string) *pidredis.Transport {
 // waitSubscribed waits until exactly n clients are pattern-subscribed.
 func waitSubscribed(t *testing.T, srv *redistest.Server, n int) {
 	t.Helper()
-	c := srv.Client(0)
 	require.Eventually(t, func() bool {
-		list, err := c.ClientList(context.Background()).Result()
-		if err != nil {
-			return false
-		}
-		return strings.Count(list, " psub=")-strings.Count(list, " psub=0 ") == n
+		got, err := srv.PatternSubscribers(context.Background())
+		return err == nil && got == n
 	}, 20*time.Second, 20*time.Millisecond)
 }
 

@@ -9,6 +9,7 @@ package examples_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -484,8 +485,11 @@ func TestCeleryEventConsumersSeeGoWorker(t *testing.T) {
 	env := []string{"PIDBOX_BROKER=" + url}
 	dump := redistest.StartProcess(t, celeryApp, env, redistest.Python, "-u", "-m", "celery", "-A", "celery_app", "events", "--dump")
 	st := redistest.StartProcess(t, celeryApp, env, redistest.Python, "-u", "-c", stateScript, "go@events")
-	dump.WaitFor("starting capture", 30*time.Second)
-	time.Sleep(time.Second) // the dumper subscribes after it says so; the heartbeats would cover a miss, not the online event
+	// Both listen before the worker starts: its online event is sent once.
+	require.Eventually(t, func() bool {
+		n, err := srv.PatternSubscribers(context.Background())
+		return err == nil && n == 2
+	}, 30*time.Second, 20*time.Millisecond, "celery events and the State script subscribe:\n%s\n%s", dump.Output(), st.Output())
 
 	w := worker(t, url, "go@events", "--heartbeat-interval", "0.5")
 	st.WaitFor("ALIVE go@events", 30*time.Second)
