@@ -182,7 +182,12 @@ func (e *Emitter) heartbeatFields(freq time.Duration, full bool) map[string]any 
 		}
 		f["active"] = active
 		f["processed"] = processed
-		f["loadavg"] = loadavg()
+		la := loadavg()
+		floats := make([]Float, len(la)) // 3.0, not 3, as Python sends them
+		for i, v := range la {
+			floats[i] = Float(v)
+		}
+		f["loadavg"] = floats
 	}
 	return f
 }

@@ -227,10 +227,16 @@ func pyStr(v any) string {
 		return x
 	case json.Number:
 		return x.String()
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
+	case float64: // Python's repr of a float: 2.0, 0.25
+		f := strconv.FormatFloat(x, 'f', -1, 64)
+		if !strings.ContainsAny(f, ".eEIN") {
+			f += ".0"
+		}
+		return f
+	case []any, map[string]any:
+		return pyRepr(v)
 	}
-	return pyRepr(v)
+	return fmt.Sprint(v) // other numbers, as msgpack decodes them
 }
 
 func pyRepr(v any) string {
@@ -427,23 +433,13 @@ func dumpLine(e celery.Event) string {
 	sort.Strings(keys)
 	fields := make([]string, len(keys))
 	for i, k := range keys {
-		fields[i] = k + "=" + pyStr(jsonish(e[k]))
+		fields[i] = k + "=" + pyStr(e[k])
 	}
 	sep := ""
 	if len(fields) > 0 {
 		sep = ":"
 	}
 	return fmt.Sprintf("%s [%s] %s%s %s", e.Hostname(), ts, human, sep, strings.Join(fields, ", "))
-}
-
-// jsonish turns a decoded event value (json or msgpack) into what
-// decodeJSON would give, so both print alike.
-func jsonish(v any) any {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return decodeJSON(b)
 }
 
 // signalContext ends on Ctrl-C or SIGTERM, so the events view can print
