@@ -32,16 +32,16 @@ const (
 )
 
 // EventExchange returns the exchange Celery sends its events to on tr: the
-// topic exchange celeryev, or, on Redis, a fanout exchange of that name,
-// as Celery switches it there (celery/events/event.py, get_exchange). A
-// transport tells it is Redis by a DriverType method returning "redis",
-// after Kombu's transport.driver_type.
+// durable topic exchange celeryev, or, on Redis, a fanout exchange of that
+// name, as Celery switches it there (celery/events/event.py,
+// get_exchange). A transport tells it is Redis by a DriverType method
+// returning "redis", after Kombu's transport.driver_type.
 func EventExchange(tr transport.Transport) transport.Exchange {
 	kind := transport.Topic
 	if d, ok := tr.(interface{ DriverType() string }); ok && d.DriverType() == "redis" {
 		kind = transport.Fanout
 	}
-	return transport.Exchange{Name: EventExchangeName, Kind: kind}
+	return transport.Exchange{Name: EventExchangeName, Kind: kind, Durable: true}
 }
 
 // EmitterOptions configure an Emitter.

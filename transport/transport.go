@@ -57,6 +57,12 @@ type Exchange struct {
 	Name string
 	// Kind says how the exchange routes.
 	Kind Kind
+	// Durable asks brokers that declare exchanges (AMQP) for a durable
+	// one. pidbox's exchanges are transient, as kombu/pidbox.py declares
+	// them; Celery's event exchange, celeryev, is durable, as Kombu's
+	// Exchange is by default, and redeclaring it otherwise is refused.
+	// Brokers without declarations (Redis, memory) ignore it.
+	Durable bool
 }
 
 // Binding joins a queue to an exchange under a routing key.
