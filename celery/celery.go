@@ -12,7 +12,7 @@
 //   - ping, clock, hello, stats (Celery's shape: total, pid, clock, uptime,
 //     pool, broker, prefetch_count, rusage), report, conf (the service's
 //     own settings, secrets redacted), active_queues, registered (the tasks
-//     Options.Tasks reports, then the node's own commands as
+//     Options.Tasks reports, then the service's own commands as
 //     "name [type=control]"), memsample, memdump: answered from the
 //     process and Options.
 //   - active, reserved, scheduled, query_task: from Options.Requests;
@@ -660,7 +660,8 @@ func (s *State) registered(_ context.Context, r *pidbox.Request) (any, error) {
 		}
 	}
 	for _, m := range r.Node.Methods() {
-		if _, celery := Lookup(m); !celery {
+		// pidbox's own commands (pidbox_stats) are not the service's.
+		if _, celery := Lookup(m); !celery && !strings.HasPrefix(m, "pidbox_") {
 			out = append(out, m+" [type=control]")
 		}
 	}
