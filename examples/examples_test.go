@@ -257,6 +257,15 @@ func TestWorkersOnRedis(t *testing.T) {
 	assert.Equal(t, "w3@test", own.Hostname)
 	assert.Contains(t, own.Registered, "set_log_level")
 	assert.NotContains(t, own.Registered, "registered")
+
+	// The probe's heartbeat check: w1 sends Celery's worker heartbeats by
+	// default; w3, without the Celery vocabulary, sends none.
+	r = controller(t, "--broker", url, "probe", "-d", "w1@test", "--heartbeat", "--timeout", "5s")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "heartbeat received")
+	r = controller(t, "--broker", url, "probe", "-d", "w3@test", "--heartbeat", "--timeout", "3s")
+	assert.Equal(t, 6, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "probe: readiness failed: w3@test sent no worker heartbeat within 3s")
 	require.NoError(t, w3.Stop(10*time.Second))
 
 	r = controller(t, "--broker", url, "call", "set_log_level", "level=debug", "-d", "w2@test")
@@ -381,6 +390,8 @@ func TestControllerAgainstCeleryWorker(t *testing.T) {
 	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--ready", "--timeout", "5s")
 	assert.Equal(t, 5, r.code, r.stdout+r.stderr)
 	assert.Equal(t, "probe: readiness failed: celery@ctl answers ping but consumes no queue\n", r.stdout)
+	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--heartbeat", "--timeout", "3s")
+	assert.Equal(t, 5, r.code, "consumes nothing, so not ready whatever its events: "+r.stdout+r.stderr)
 	r = controller(t, "--broker", url, "probe", "-d", "celery@gone", "--timeout", "300ms")
 	assert.Equal(t, 4, r.code, r.stdout+r.stderr)
 	assert.Contains(t, r.stdout, "probe: liveness failed: celery@gone")

@@ -197,6 +197,7 @@ func (c *cli) options() ([]pidbox.CallOption, error) {
 // session is an open mailbox, plus the in-process fleet for memory://.
 type session struct {
 	mb    *pidbox.Mailbox
+	tr    transport.Transport
 	close func()
 }
 
@@ -237,7 +238,7 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 		tr.Close()
 		return nil, err
 	}
-	return &session{mb: mb, close: func() {
+	return &session{mb: mb, tr: tr, close: func() {
 		mb.Close()
 		if fleet != nil {
 			fleet.Stop()
