@@ -34,6 +34,7 @@ type Server struct {
 	cmd   *exec.Cmd
 	exit  chan struct{}
 	allow []string // key prefixes that may lack a TTL at the end
+	args  []string // extra redis-server arguments (replicaof, cluster mode)
 }
 
 // TLS makes a server speak TLS only, on its one port, with these PEM
@@ -98,8 +99,10 @@ func start(t TB, cfg *TLS) *Server {
 	return s
 }
 
-// Launch runs a redis-server outside a test, in dir; Kill stops it.
-func Launch(dir string) (*Server, error) {
+// Launch runs a redis-server outside a test, in dir; Kill stops it. Extra
+// arguments go to redis-server after the ones Launch sets
+// ("--replicaof", "127.0.0.1", "6379", ...).
+func Launch(dir string, args ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found (apt-get install redis-server): %w", err)
@@ -108,7 +111,7 @@ func Launch(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, dir: dir, port: port}
+	s := &Server{bin: bin, dir: dir, port: port, args: args}
 	return s, s.start()
 }
 
@@ -171,7 +174,7 @@ func (s *Server) start() error {
 			args[len(args)-1] = "yes"
 		}
 	}
-	s.cmd = exec.Command(s.bin, args...)
+	s.cmd = exec.Command(s.bin, append(args, s.args...)...)
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: start redis-server: %w", err)
 	}
@@ -273,6 +276,15 @@ func (s *Server) Start() {
 	if s.cmd == nil {
 		s.must(s.start())
 	}
+}
+
+// Revive starts the server again after Kill, on its port, with no data.
+// Unlike Start it returns the error, for servers run outside a test.
+func (s *Server) Revive() error {
+	if s.cmd != nil {
+		return nil
+	}
+	return s.start()
 }
 
 // Freeze stops the process with SIGSTOP: connections stay open but nothing

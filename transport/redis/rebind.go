@@ -52,7 +52,9 @@ func (t *Transport) publishPipe(ctx context.Context, ex transport.Exchange, rout
 			pipe.SAdd(ctx, t.bindingKey(s.b.Exchange.Name), s.member)
 		}
 		if ex.Kind == transport.Fanout {
-			pipe.Publish(ctx, t.topic(ex.Name, routingKey), msg)
+			for _, ch := range t.topics(ex.Name, routingKey) { // two on Sentinel
+				pipe.Publish(ctx, ch, msg)
+			}
 		} else {
 			pushScript.EvalSha(ctx, pipe, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...)
 		}

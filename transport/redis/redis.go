@@ -88,6 +88,9 @@ type Options struct {
 	// BlockTimeout bounds each blocking pop on a list. Default and
 	// minimum 1s.
 	BlockTimeout time.Duration
+	// SentinelFanout chooses the broadcast channels on Sentinel, where
+	// Kombu's depend on its version. Default SentinelFanoutBoth.
+	SentinelFanout SentinelFanout
 	// Logger receives connection trouble and recovery. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -119,7 +122,13 @@ type Transport struct {
 	blocking goredis.UniversalClient // blocking pops, one connection each
 	owned    []goredis.UniversalClient
 	addr     string
-	fanout   string // fanout channel prefix, with {db} filled in
+	fanout   string   // fanout channel prefix, with {db} filled in
+	fanouts  []string // the fanout prefixes broadcasts use: two on Sentinel
+
+	// dialMaster dials the master through a Sentinel failover client's
+	// dialer; nil when not on Sentinel.
+	dialMaster func(ctx context.Context, network, addr string) (net.Conn, error)
+	conns      *connSet // the blocking client's connections, on Sentinel
 
 	noBLMPOP atomic.Bool // the server lacks BLMPOP (Redis < 7)
 
@@ -163,6 +172,10 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		t.owned = append(t.owned, t.blocking)
 		t.addr = o.Addr
 		t.opts.DB = o.DB
+		if o.Addr == failoverAddr && o.Dialer != nil {
+			t.dialMaster = o.Dialer
+			t.addr = "sentinel master"
+		}
 	case *goredis.ClusterClient:
 		o := *c.Options()
 		o.PoolSize = 1 << 16
@@ -171,18 +184,31 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		t.addr = strings.Join(o.Addrs, ",")
 	}
 	t.fanout = fanoutPrefix(t.opts)
-	t.blocking.AddHook(dialHook{t.redial})
+	t.fanouts = fanoutPrefixes(t.opts, t.dialMaster != nil)
+	hook := dialHook{redial: t.redial}
+	if t.dialMaster != nil {
+		t.conns = &connSet{m: map[*trackedConn]struct{}{}}
+		hook.conns = t.conns
+	}
+	t.blocking.AddHook(hook)
 	return t
 }
 
-// dialHook signals every connection the blocking client opens.
-type dialHook struct{ redial chan struct{} }
+// dialHook signals every connection the blocking client opens and, on
+// Sentinel, tracks it.
+type dialHook struct {
+	redial chan struct{}
+	conns  *connSet // nil when not on Sentinel
+}
 
 // DialHook implements goredis.Hook: it signals every successful dial.
 func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
 		if err == nil {
+			if h.conns != nil {
+				c = h.conns.track(c)
+			}
 			select {
 			case h.redial <- struct{}{}:
 			default:
@@ -208,6 +234,7 @@ func newTransport(client goredis.UniversalClient, opts Options) *Transport {
 		blocking: client,
 		addr:     "redis",
 		fanout:   fanoutPrefix(opts),
+		fanouts:  []string{fanoutPrefix(opts)},
 		subs:     map[*subscription]struct{}{},
 		stop:     make(chan struct{}),
 		redial:   make(chan struct{}, 1),
@@ -264,10 +291,15 @@ func (t *Transport) listKeys(queue string) []string {
 
 // topic is the pub/sub channel of a fanout exchange, as Kombu names it.
 func (t *Transport) topic(exchange, routingKey string) string {
+	return t.topicOn(t.fanout, exchange, routingKey)
+}
+
+// topicOn is topic with another fanout prefix.
+func (t *Transport) topicOn(prefix, exchange, routingKey string) string {
 	if routingKey != "" && !t.opts.NoFanoutPatterns {
-		return t.key(t.fanout + exchange + "/" + routingKey)
+		return t.key(prefix + exchange + "/" + routingKey)
 	}
-	return t.key(t.fanout + exchange)
+	return t.key(prefix + exchange)
 }
 
 func member(b transport.Binding) string { return b.RoutingKey + sep + sep + b.Queue }
@@ -283,7 +315,7 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 	var err error
 	switch ex.Kind {
 	case transport.Fanout:
-		err = t.client.Publish(ctx, t.topic(ex.Name, routingKey), msg).Err()
+		err = t.publishFanout(ctx, ex.Name, routingKey, msg)
 	case transport.Direct:
 		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...).Err()
 	case transport.Topic:
@@ -344,7 +376,11 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		return nil, err
 	}
 	if b.Exchange.Kind == transport.Fanout {
-		ps, err := t.psubscribe(ctx, t.subscribePattern(b))
+		s.channels = t.subscribePatterns(b)
+		if len(s.channels) > 1 {
+			s.dedup = newDedup()
+		}
+		ps, err := t.psubscribe(ctx, s.channels...)
 		if err != nil {
 			t.remove(s)
 			_ = s.unbind(context.WithoutCancel(ctx))
@@ -369,6 +405,10 @@ func (t *Transport) add(s *subscription) error {
 	if len(t.subs) == 0 {
 		t.wg.Add(1)
 		go t.renewLeases(t.stop)
+		if t.dialMaster != nil {
+			t.wg.Add(1)
+			go t.watchMaster(t.stop)
+		}
 	}
 	t.subs[s] = struct{}{}
 	return nil
@@ -390,25 +430,33 @@ func (t *Transport) isClosed() bool {
 	return t.closed
 }
 
-// psubscribe pattern-subscribes on a fresh connection and waits for the
-// confirmation. pattern is a PSUBSCRIBE pattern (see subscribePattern).
-func (t *Transport) psubscribe(ctx context.Context, pattern string) (*goredis.PubSub, error) {
-	channel := pattern
-	ps := t.client.PSubscribe(ctx)
-	if err := ps.PSubscribe(ctx, pattern); err != nil {
+// psubscribe pattern-subscribes to patterns (see subscribePattern) on a
+// fresh connection and waits for the confirmations.
+func (t *Transport) psubscribe(ctx context.Context, patterns ...string) (*goredis.PubSub, error) {
+	c := t.client
+	if t.dialMaster != nil {
+		c = t.blocking // its connections follow the master, see watchMaster
+	}
+	ps := c.PSubscribe(ctx)
+	name := strings.Join(patterns, " and ")
+	if err := ps.PSubscribe(ctx, patterns...); err != nil {
 		_ = ps.Close()
-		return nil, t.errorf("subscribe to %s: %w", channel, err)
+		return nil, t.errorf("subscribe to %s: %w", name, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, t.opts.HealthCheckInterval+5*time.Second)
 	defer cancel()
+	confirmed := map[string]bool{}
 	for {
 		msg, err := ps.Receive(cctx)
 		if err != nil {
 			_ = ps.Close()
-			return nil, t.errorf("subscribe to %s: no confirmation: %w", channel, err)
+			return nil, t.errorf("subscribe to %s: no confirmation: %w", name, err)
 		}
 		if sub, ok := msg.(*goredis.Subscription); ok && sub.Kind == "psubscribe" {
-			return ps, nil
+			confirmed[sub.Channel] = true
+			if len(confirmed) == len(slices.Compact(slices.Sorted(slices.Values(patterns)))) {
+				return ps, nil
+			}
 		}
 	}
 }

@@ -29,6 +29,9 @@ type subscription struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	channels []string // fanout only: the pub/sub channels, two on Sentinel
+	dedup    *dedup   // drops the second copy when there are two channels
+
 	mu          sync.Mutex
 	ps          *goredis.PubSub // the current pub/sub connection, fanout only
 	warnedOwner time.Time       // the last duplicate-name warning
@@ -145,7 +148,6 @@ func (s *subscription) checkOwner(cmd *goredis.Cmd) {
 // re-establishes it (with the binding) whenever it fails.
 func (s *subscription) runFanout(ps *goredis.PubSub) {
 	defer close(s.loopDone)
-	channel := s.t.subscribePattern(s.b)
 	log := s.t.opts.Logger
 	for {
 		err := s.pump(ps)
@@ -160,7 +162,7 @@ func (s *subscription) runFanout(ps *goredis.PubSub) {
 				return
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
-			ps, err = s.t.psubscribe(ctx, channel)
+			ps, err = s.t.psubscribe(ctx, s.channels...)
 			if err == nil {
 				err = s.declare(ctx)
 			}
@@ -215,6 +217,9 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 		s.seen()
 		switch m := msg.(type) {
 		case *goredis.Message:
+			if s.dedup != nil && s.dedup.seen(m.Payload) {
+				continue
+			}
 			if !s.deliver(bytesOf(m.Payload)) {
 				return nil
 			}

@@ -57,8 +57,14 @@ func (t *Transport) publishTopic(ctx context.Context, ex transport.Exchange, rou
 // "/<db>.celeryev/<type>" channel); the rest of the name is quoted, so it
 // matches exactly the channel Kombu publishes to.
 func (t *Transport) subscribePattern(b transport.Binding) string {
+	return t.subscribePatternOn(t.fanout, b)
+}
+
+// subscribePatternOn is subscribePattern with another fanout prefix (on
+// Sentinel a binding listens on two, see subscribePatterns).
+func (t *Transport) subscribePatternOn(prefix string, b transport.Binding) string {
 	if b.RoutingKey == "" || t.opts.NoFanoutPatterns {
-		return escapeGlob(t.topic(b.Exchange.Name, ""))
+		return escapeGlob(t.topicOn(prefix, b.Exchange.Name, ""))
 	}
 	var key strings.Builder
 	for _, r := range b.RoutingKey {
@@ -72,5 +78,5 @@ func (t *Transport) subscribePattern(b transport.Binding) string {
 			key.WriteRune(r)
 		}
 	}
-	return escapeGlob(t.topic(b.Exchange.Name, "")) + "/" + key.String()
+	return escapeGlob(t.topicOn(prefix, b.Exchange.Name, "")) + "/" + key.String()
 }

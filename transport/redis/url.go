@@ -45,17 +45,34 @@ import (
 // and the certificate must name the host unless ssl_check_hostname=false
 // (redis-py checks only the chain by default). "optional" verifies as
 // "required" does, as it does for Python's TLS clients.
+//
+// Sentinel (see ParseSentinelURL):
+//
+//	sentinel://[user:password@]host:26379[/db];sentinel://host2:26380?master_name=NAME
 func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) {
-	ropts, err := ParseURL(rawURL, &opts)
-	if err != nil {
-		return nil, err
+	var client goredis.UniversalClient
+	var ropts *goredis.Options
+	switch {
+	case strings.HasPrefix(rawURL, "sentinel://"):
+		fo, err := ParseSentinelURL(rawURL, &opts)
+		if err != nil {
+			return nil, err
+		}
+		fo.ContextTimeoutEnabled = true
+		client = goredis.NewFailoverClient(fo)
+	default:
+		var err error
+		ropts, err = ParseURL(rawURL, &opts)
+		if err != nil {
+			return nil, err
+		}
+		ropts.ContextTimeoutEnabled = true // calls end at their context's deadline
+		client = goredis.NewClient(ropts)
 	}
-	ropts.ContextTimeoutEnabled = true // calls end at their context's deadline
-	client := goredis.NewClient(ropts)
 	t := NewFromClient(client, opts)
 	t.owned = append(t.owned, client)
 	t.addr = Redact(rawURL)
-	if ropts.TLSConfig != nil && ropts.TLSConfig.InsecureSkipVerify && ropts.TLSConfig.VerifyConnection == nil {
+	if ropts != nil && ropts.TLSConfig != nil && ropts.TLSConfig.InsecureSkipVerify && ropts.TLSConfig.VerifyConnection == nil {
 		lg := opts.Logger
 		if lg == nil {
 			lg = slog.Default()
@@ -64,7 +81,10 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	}
 	if err := t.hello(ctx); err != nil {
 		_ = t.Close()
-		return nil, t.errorf("cannot reach the server: %w", dialError(ctx, ropts, err))
+		if ropts != nil {
+			err = dialError(ctx, ropts, err)
+		}
+		return nil, t.errorf("cannot reach the server: %w", err)
 	}
 	return t, nil
 }
@@ -98,22 +118,8 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
 	}
 	q := u.Query()
-	if v, ok := take(q, "global_keyprefix"); ok {
-		opts.KeyPrefix = v
-	}
-	if v, ok := take(q, "fanout_prefix"); ok {
-		if b, err := strconv.ParseBool(v); err == nil {
-			opts.NoFanoutPrefix = !b
-		} else {
-			opts.FanoutPrefix, opts.NoFanoutPrefix = v, false
-		}
-	}
-	if v, ok := take(q, "fanout_patterns"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("redis transport: bad URL %s: fanout_patterns=%q is not true or false", Redact(rawURL), v)
-		}
-		opts.NoFanoutPatterns = !b
+	if err := takeKombuOptions(q, opts); err != nil {
+		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
 	}
 	tlsq := url.Values{}
 	for _, k := range tlsParams {
@@ -219,6 +225,29 @@ func configureTLS(cfg *tls.Config, q url.Values) error {
 	return nil
 }
 
+// takeKombuOptions moves Kombu's transport options from URL parameters
+// to opts.
+func takeKombuOptions(q url.Values, opts *Options) error {
+	if v, ok := take(q, "global_keyprefix"); ok {
+		opts.KeyPrefix = v
+	}
+	if v, ok := take(q, "fanout_prefix"); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			opts.NoFanoutPrefix = !b
+		} else {
+			opts.FanoutPrefix, opts.NoFanoutPrefix = v, false
+		}
+	}
+	if v, ok := take(q, "fanout_patterns"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("fanout_patterns=%q is not true or false", v)
+		}
+		opts.NoFanoutPatterns = !b
+	}
+	return nil
+}
+
 // redactPEMError keeps a key-loading error from quoting file contents.
 func redactPEMError(err error) error {
 	msg := err.Error()
@@ -240,6 +269,13 @@ func take(q url.Values, key string) (string, bool) {
 // Redact returns a URL with its password replaced by "xxxxx", for
 // messages and logs.
 func Redact(rawURL string) string {
+	if strings.Contains(rawURL, ";") { // Kombu's list of sentinels
+		parts := strings.Split(rawURL, ";")
+		for i, p := range parts {
+			parts[i] = Redact(p)
+		}
+		return strings.Join(parts, ";")
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// Not a URL: keep the scheme and host part only.

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from kombu import Connection
+from kombu_url import connection
 from kombu.pidbox import Mailbox
 
 url, type_, serializer, raw = sys.argv[1:5]
@@ -19,7 +19,7 @@ mailbox = Mailbox(req.get("namespace", "celery"), type=type_, serializer=seriali
                   accept=["json", "msgpack"])
 if req.get("clock"):
     mailbox.clock.adjust(req["clock"])
-with Connection(url) as conn:
+with connection(url) as conn:
     bound = mailbox(conn)
     start = time.monotonic()
     replies = bound._broadcast(

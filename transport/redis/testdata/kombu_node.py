@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 
-from kombu import Connection
+from kombu_url import connection
 from kombu.pidbox import Mailbox
 
 url, hostname, type_, serializer = sys.argv[1:5]
@@ -29,7 +29,7 @@ signal.signal(signal.SIGTERM, on_term)
 signal.signal(signal.SIGINT, on_term)
 
 mailbox = Mailbox(namespace, type=type_, serializer=serializer, accept=["json", "msgpack"])
-with Connection(url) as conn:
+with connection(url) as conn:
     bound = mailbox(conn)
     node = bound.Node(hostname, state={})
 
