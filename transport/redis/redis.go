@@ -129,6 +129,7 @@ type Transport struct {
 	// dialer; nil when not on Sentinel.
 	dialMaster func(ctx context.Context, network, addr string) (net.Conn, error)
 	conns      *connSet // the blocking client's connections, on Sentinel
+	cluster    bool     // on Redis Cluster: keys carry hash tags
 
 	noBLMPOP atomic.Bool // the server lacks BLMPOP (Redis < 7)
 
@@ -182,6 +183,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		t.blocking = goredis.NewClusterClient(&o)
 		t.owned = append(t.owned, t.blocking)
 		t.addr = strings.Join(o.Addrs, ",")
+		t.cluster = true
 	}
 	t.fanout = fanoutPrefix(t.opts)
 	t.fanouts = fanoutPrefixes(t.opts, t.dialMaster != nil)
@@ -191,20 +193,27 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		hook.conns = t.conns
 	}
 	t.blocking.AddHook(hook)
+	if t.cluster {
+		t.hookClusterNodes(hook)
+	}
 	return t
 }
 
 // dialHook signals every connection the blocking client opens and, on
 // Sentinel, tracks it.
 type dialHook struct {
-	redial chan struct{}
-	conns  *connSet // nil when not on Sentinel
+	redial     chan struct{}
+	conns      *connSet // nil when not on Sentinel
+	dialFailed func()   // on Cluster, reloads the slot maps
 }
 
 // DialHook implements goredis.Hook: it signals every successful dial.
 func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
+		if err != nil && h.dialFailed != nil {
+			h.dialFailed()
+		}
 		if err == nil {
 			if h.conns != nil {
 				c = h.conns.track(c)
@@ -276,15 +285,25 @@ func (t *Transport) hello(ctx context.Context) error {
 
 // Key names, with the global key prefix.
 
-func (t *Transport) key(name string) string            { return t.opts.KeyPrefix + name }
-func (t *Transport) bindingKey(exchange string) string { return t.key("_kombu.binding." + exchange) }
-func (t *Transport) leaseKey(exchange string) string   { return t.key("_pidbox.lease." + exchange) }
-func (t *Transport) ownerKey(queue string) string      { return t.key("_pidbox.owner." + queue) }
+// On Cluster, every key of an exchange also carries the exchange's hash
+// tag (see slotTag), so each script touches one slot.
 
-func (t *Transport) listKeys(queue string) []string {
+func (t *Transport) key(name string) string { return t.opts.KeyPrefix + name }
+func (t *Transport) bindingKey(exchange string) string {
+	return t.exchangeKey(exchange, "_kombu.binding."+exchange)
+}
+func (t *Transport) leaseKey(exchange string) string {
+	return t.exchangeKey(exchange, "_pidbox.lease."+exchange)
+}
+func (t *Transport) ownerKey(b transport.Binding) string {
+	return t.exchangeKey(b.Exchange.Name, "_pidbox.owner."+b.Queue)
+}
+
+// listKeys are a bound queue's list and its priority sub-lists.
+func (t *Transport) listKeys(b transport.Binding) []string {
 	keys := make([]string, len(priorities))
 	for i, p := range priorities {
-		keys[i] = t.key(queue + p)
+		keys[i] = t.exchangeKey(b.Exchange.Name, b.Queue+p)
 	}
 	return keys
 }
@@ -434,8 +453,8 @@ func (t *Transport) isClosed() bool {
 // fresh connection and waits for the confirmations.
 func (t *Transport) psubscribe(ctx context.Context, patterns ...string) (*goredis.PubSub, error) {
 	c := t.client
-	if t.dialMaster != nil {
-		c = t.blocking // its connections follow the master, see watchMaster
+	if t.dialMaster != nil || t.cluster {
+		c = t.blocking // its connections follow a failover, see watchMaster and hookClusterNodes
 	}
 	ps := c.PSubscribe(ctx)
 	name := strings.Join(patterns, " and ")

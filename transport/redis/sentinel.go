@@ -97,7 +97,11 @@ func (t *Transport) subscribePatterns(b transport.Binding) []string {
 // one round trip.
 func (t *Transport) publishFanout(ctx context.Context, exchange, routingKey string, msg []byte) error {
 	if len(t.fanouts) == 1 {
-		return t.client.Publish(ctx, t.topicOn(t.fanouts[0], exchange, routingKey), msg).Err()
+		ch := t.topicOn(t.fanouts[0], exchange, routingKey)
+		if t.cluster {
+			return t.publishCluster(ctx, ch, msg)
+		}
+		return t.client.Publish(ctx, ch, msg).Err()
 	}
 	pipe := t.client.Pipeline()
 	for _, ch := range t.topics(exchange, routingKey) {

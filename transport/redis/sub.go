@@ -99,7 +99,7 @@ func (s *subscription) sleep(d time.Duration) bool {
 }
 
 func (s *subscription) leaseCmd(ctx context.Context, c goredis.Scripter, pipelined bool) *goredis.Cmd {
-	keys := []string{s.t.bindingKey(s.b.Exchange.Name), s.t.leaseKey(s.b.Exchange.Name), s.t.ownerKey(s.b.Queue)}
+	keys := []string{s.t.bindingKey(s.b.Exchange.Name), s.t.leaseKey(s.b.Exchange.Name), s.t.ownerKey(s.b)}
 	args := []any{s.member, ms(s.t.opts.LeaseTTL), s.instance}
 	if pipelined {
 		return leaseScript.EvalSha(ctx, c, keys, args...)
@@ -237,7 +237,7 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 // connection failures.
 func (s *subscription) runList() {
 	defer close(s.loopDone)
-	keys := s.t.listKeys(s.b.Queue)
+	keys := s.t.listKeys(s.b)
 	log := s.t.opts.Logger
 	failures := 0
 	for !s.closed() {
@@ -295,7 +295,7 @@ func (s *subscription) Close() error {
 			s.mu.Unlock()
 		} else {
 			// End the blocking pop now rather than at its timeout.
-			key := s.t.listKeys(s.b.Queue)[0]
+			key := s.t.listKeys(s.b)[0]
 			pipe := s.t.client.Pipeline()
 			pipe.LPush(ctx, key, wakeToken)
 			pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
@@ -313,7 +313,7 @@ func (s *subscription) unbind(ctx context.Context) error {
 	defer s.t.declMu.Unlock()
 	s.unbound = true
 	ex := s.b.Exchange.Name
-	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b.Queue)}, s.t.listKeys(s.b.Queue)...)
+	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b)}, s.t.listKeys(s.b)...)
 	if err := unbindScript.Run(ctx, s.t.client, keys, s.member, s.instance, "1").Err(); err != nil {
 		return s.t.errorf("unbind %s: %w", s.b.Queue, err)
 	}

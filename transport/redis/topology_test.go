@@ -17,6 +17,9 @@ type topologies struct {
 	sentinelOnce sync.Once
 	sentinel     *redistest.Sentinel
 	sentinelErr  error
+	clusterOnce  sync.Once
+	cluster      *redistest.Cluster
+	clusterErr   error
 	dirs         []string
 	mu           sync.Mutex
 }
@@ -39,6 +42,23 @@ func (d *topologies) Sentinel(t *testing.T) *redistest.Sentinel {
 	return d.sentinel
 }
 
+// Cluster returns the shared Redis Cluster, starting it on first use.
+func (d *topologies) Cluster(t testing.TB) *redistest.Cluster {
+	t.Helper()
+	redistest.Require(t, "redis-cli", "apt-get install redis-tools")
+	d.clusterOnce.Do(func() {
+		dir, err := d.tempDir("pidbox-cluster")
+		if err == nil {
+			d.cluster, err = redistest.LaunchCluster(dir)
+		}
+		d.clusterErr = err
+	})
+	if d.clusterErr != nil {
+		t.Fatal(d.clusterErr)
+	}
+	return d.cluster
+}
+
 func (d *topologies) tempDir(pattern string) (string, error) {
 	dir, err := os.MkdirTemp("", pattern)
 	if err == nil {
@@ -52,6 +72,9 @@ func (d *topologies) tempDir(pattern string) (string, error) {
 func (d *topologies) close() {
 	if d.sentinel != nil {
 		d.sentinel.Close()
+	}
+	if d.cluster != nil {
+		d.cluster.Close()
 	}
 	for _, dir := range d.dirs {
 		_ = os.RemoveAll(dir)

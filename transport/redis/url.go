@@ -49,6 +49,10 @@ import (
 // Sentinel (see ParseSentinelURL):
 //
 //	sentinel://[user:password@]host:26379[/db];sentinel://host2:26380?master_name=NAME
+//
+// Redis Cluster, pidbox to pidbox only (see ParseClusterURL):
+//
+//	redis+cluster://[user:password@]host:port,host:port[?params]
 func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) {
 	var client goredis.UniversalClient
 	var ropts *goredis.Options
@@ -60,6 +64,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		}
 		fo.ContextTimeoutEnabled = true
 		client = goredis.NewFailoverClient(fo)
+	case strings.HasPrefix(rawURL, ClusterScheme+"://"), strings.HasPrefix(rawURL, "rediss+cluster://"):
+		co, err := ParseClusterURL(rawURL, &opts)
+		if err != nil {
+			return nil, err
+		}
+		co.ContextTimeoutEnabled = true
+		client = goredis.NewClusterClient(co)
 	default:
 		var err error
 		ropts, err = ParseURL(rawURL, &opts)
