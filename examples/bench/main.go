@@ -26,7 +26,7 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "fewer iterations")
 	kombu    = flag.Bool("kombu", true, "measure Kombu side by side (needs /usr/bin/python3 with kombu)")
-	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,otel,topology,broadcast5000,kombu,amqp); default all")
+	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,otel,topology,broadcast5000,clusterpubsub,kombu,amqp); default all")
 	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 )
@@ -63,6 +63,7 @@ func main() {
 	run("otel", b.otel)
 	run("topology", b.topology)           // topology.go
 	run("broadcast5000", b.broadcast5000) // topology.go
+	run("clusterpubsub", b.clusterPubSub) // topology.go
 	if *kombu {
 		run("kombu", b.kombu)
 	}

@@ -272,3 +272,73 @@ func (b *bench) broadcast5000() {
 		"redis_cpu_ms_per_broadcast", (cpu1-cpu0)*1000/float64(it+3),
 		"redis_conns_per_node", (clientsFleet-clientsBefore)/n)
 }
+
+// clusterPubSub compares classic PUBLISH (what the transport uses on
+// Cluster) with sharded SPUBLISH, raw with go-redis: one channel, 100
+// subscriber connections, one publisher; the time until every subscriber
+// has a message, and the CPU the whole cluster spends per message.
+func (b *bench) clusterPubSub() {
+	goredis.SetLogger(quietRedis{})
+	c, err := redistest.LaunchCluster(mkTemp(b.dir, "pubsub"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: no Cluster pub/sub figures:", err)
+		return
+	}
+	defer c.Close()
+	const subs, channel = 100, "/0.celery.pidbox"
+	it := iters(300)
+	cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs(), Protocol: 2})
+	defer cc.Close()
+	ctx := context.Background()
+	for _, sharded := range []bool{false, true} {
+		got := make(chan struct{}, subs*4)
+		var pss []*goredis.PubSub
+		for range subs {
+			var ps *goredis.PubSub
+			if sharded {
+				ps = cc.SSubscribe(ctx, channel)
+			} else {
+				ps = cc.Subscribe(ctx, channel)
+			}
+			_, err := ps.Receive(ctx) // the confirmation
+			check(err)
+			pss = append(pss, ps)
+			go func() {
+				for range ps.Channel() {
+					got <- struct{}{}
+				}
+			}()
+		}
+		master, err := cc.MasterForKey(ctx, channel)
+		check(err)
+		publish := func(i int) error {
+			if sharded {
+				return cc.SPublish(ctx, channel, strconv.Itoa(i)).Err()
+			}
+			return master.Publish(ctx, channel, strconv.Itoa(i)).Err()
+		}
+		cpu := func() float64 {
+			return serverInfo(c.Addrs(), "cpu", "used_cpu_sys") + serverInfo(c.Addrs(), "cpu", "used_cpu_user")
+		}
+		cpu0 := cpu()
+		var lat latencies
+		for i := range it {
+			start := time.Now()
+			check(publish(i))
+			for range subs {
+				<-got
+			}
+			lat = append(lat, time.Since(start))
+		}
+		cpu1 := cpu()
+		for _, ps := range pss {
+			_ = ps.Close()
+		}
+		impl := "publish"
+		if sharded {
+			impl = "spublish"
+		}
+		b.record("cluster_pubsub_100", impl, "n", len(lat), "p50_ms", lat.pct(0.5), "p90_ms", lat.pct(0.9),
+			"cluster_cpu_us_per_msg", (cpu1-cpu0)*1e6/float64(it))
+	}
+}
