@@ -11,6 +11,11 @@
 //   - a queue is a list, with priority sub-lists "<queue>\x06\x163", "...6"
 //     and "...9", pushed with LPUSH and popped from the right.
 //
+// Open takes Kombu's redis://, rediss:// and unix:// URLs, its Sentinel
+// URL (sentinel://...;sentinel://...?master_name=NAME, see sentinel.go) and
+// redis+cluster:// for Redis Cluster, where Kombu has no support and keys
+// carry hash tags (see cluster.go).
+//
 // Beyond Kombu: every list pidbox pushes to gets a TTL in the same round
 // trip; replies are delivered by one Lua script call and popped in batches;
 // Go bindings carry leases, so bindings of dead processes disappear and the

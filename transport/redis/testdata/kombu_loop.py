@@ -4,8 +4,8 @@ usage: kombu_loop.py URL TIMEOUT
 
 Broadcasts ping (fanout, json) over and over, each round on a fresh
 connection so that Sentinel names the current master, and prints one JSON
-line per round: {"t": unix time, "replies": [...]} or {"t": ..., "error":
-"..."}. Runs until SIGTERM.
+line per round: {"t": start, "end": end (unix times), "replies": [...]} or
+{"t": ..., "end": ..., "error": "..."}. Runs until SIGTERM.
 """
 import json
 import signal
@@ -31,7 +31,7 @@ while not stop:
     try:
         with connection(url) as conn:
             replies = mailbox(conn)._broadcast("ping", {}, reply=True, timeout=timeout)
-        print(json.dumps({"t": start, "replies": replies}), flush=True)
+        print(json.dumps({"t": start, "end": time.time(), "replies": replies}), flush=True)
     except Exception as exc:  # the failover: report and go on
-        print(json.dumps({"t": start, "error": repr(exc)}), flush=True)
+        print(json.dumps({"t": start, "end": time.time(), "error": repr(exc)}), flush=True)
         time.sleep(0.1)
