@@ -1,6 +1,6 @@
 package main
 
-// Topology figures (go run ./examples/bench -only topology,broadcast5000):
+// Topology figures (go run ./examples/bench -only topology,broadcast5000,clusterpubsub):
 //
 //   - gather latency of a broadcast to 100 nodes on single Redis, on
 //     Sentinel (1 master, 1 replica, 3 sentinels) and on Redis Cluster
@@ -8,7 +8,8 @@ package main
 //     costs per node;
 //   - a broadcast to 5,000 nodes on single Redis, the nodes in a child
 //     process: gather latency, the controller's memory, Redis's memory and
-//     CPU per broadcast.
+//     CPU per broadcast;
+//   - classic PUBLISH beside sharded SPUBLISH on the cluster.
 //
 // This file uses from the rest of the bench command only its small helpers
 // (record, iters, check, latencies, readRSS, quiet); the 5,000-node fleet

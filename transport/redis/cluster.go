@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/gopidbox/pidbox/transport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -79,6 +80,21 @@ func (t *Transport) publishCluster(ctx context.Context, channel string, msg []by
 		return err
 	}
 	return node.Publish(ctx, channel, msg).Err()
+}
+
+// publishRebindCluster is publishPipe for a broadcast on Cluster: the
+// binding's SADD first, then the PUBLISH on the channel's slot master
+// (see publishCluster), which a pipeline cannot route. Two round trips.
+func (t *Transport) publishRebindCluster(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, s *subscription) error {
+	if s != nil {
+		if err := t.client.SAdd(ctx, t.bindingKey(s.b.Exchange.Name), s.member).Err(); err != nil {
+			return t.errorf("publish to %s: %w", ex.Name, err)
+		}
+	}
+	if err := t.publishFanout(ctx, ex.Name, routingKey, msg); err != nil {
+		return t.errorf("publish to %s: %w", ex.Name, err)
+	}
+	return nil
 }
 
 // ParseClusterURL turns a Cluster URL into go-redis cluster options, and

@@ -46,6 +46,9 @@ func (t *Transport) publishPipe(ctx context.Context, ex transport.Exchange, rout
 	if ex.Kind != transport.Fanout && ex.Kind != transport.Direct {
 		return fmt.Errorf("redis transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
 	}
+	if t.cluster && ex.Kind == transport.Fanout {
+		return t.publishRebindCluster(ctx, ex, routingKey, msg, s)
+	}
 	run := func() error {
 		pipe := t.client.Pipeline()
 		if s != nil {
