@@ -5,6 +5,7 @@ package redis
 // failover.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -222,6 +223,31 @@ func (t *Transport) watchMaster(stop chan struct{}) {
 			t.opts.Logger.Info("pidbox redis: the master changed; moving connections to it", "addr", t.addr, "master", master, "connections", n)
 		}
 	}
+}
+
+// sentinelDialError explains a failed first PING on Sentinel: when the
+// deadline ran out while go-redis retried, one plain dial of each sentinel
+// shows whether any answers at all.
+// A nil reply from the sentinels means they know no such master.
+func sentinelDialError(ctx context.Context, fo *goredis.FailoverOptions, pingErr error) error {
+	if errors.Is(pingErr, goredis.Nil) {
+		return fmt.Errorf("the sentinels know no master named %q (master_name): %w", fo.MasterName, pingErr)
+	}
+	if ctx.Err() == nil {
+		return pingErr
+	}
+	var first error
+	for _, a := range fo.SentinelAddrs {
+		dctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		c, err := (&net.Dialer{}).DialContext(dctx, "tcp", a)
+		cancel()
+		if err == nil {
+			c.Close()
+			return pingErr
+		}
+		first = cmp.Or(first, err)
+	}
+	return fmt.Errorf("none of the %d sentinels answers: %w", len(fo.SentinelAddrs), first)
 }
 
 // ParseSentinelURL turns Kombu's Sentinel URL into go-redis failover

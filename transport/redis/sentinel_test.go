@@ -370,3 +370,30 @@ func TestSentinelInteropKombu(t *testing.T) {
 		promoted.Sub(killed).Round(time.Millisecond), at(r.T).Sub(promoted).Seconds(), at(r.End).Sub(promoted).Seconds(), failed)
 	require.NoError(t, d.Revive(ctx, old))
 }
+
+// Open fails within its context, with an error naming the URL without
+// its password, when no sentinel answers, when the sentinels do not know
+// the master name, and when no cluster node answers.
+func TestOpenTopologyErrors(t *testing.T) {
+	d := deployments.Sentinel(t)
+	sentinels := strings.Split(d.URL(0), "?")[0]
+	for url, want := range map[string]string{
+		"sentinel://u:secret@127.0.0.1:1;sentinel://127.0.0.1:2?master_name=m": "sentinel://u:xxxxx@127.0.0.1:1",
+		sentinels + "?master_name=nosuchmaster":                                "nosuchmaster",
+		"redis+cluster://u:secret@127.0.0.1:1,127.0.0.1:2":                     "redis+cluster://u:xxxxx@127.0.0.1:1",
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		start := time.Now()
+		tr, err := pidredis.Open(ctx, url, pidredis.Options{Logger: quiet})
+		cancel()
+		if tr != nil {
+			_ = tr.Close()
+		}
+		require.Error(t, err, url)
+		assert.Contains(t, err.Error(), want)
+		assert.Contains(t, err.Error(), "cannot reach the server")
+		assert.NotContains(t, err.Error(), "secret")
+		assert.Less(t, time.Since(start), 4*time.Second, "Open overran its context: %v", err)
+		t.Logf("%s: %v", url, err)
+	}
+}

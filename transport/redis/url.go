@@ -56,9 +56,11 @@ import (
 func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) {
 	var client goredis.UniversalClient
 	var ropts *goredis.Options
+	var fo *goredis.FailoverOptions
 	switch {
 	case strings.HasPrefix(rawURL, "sentinel://"):
-		fo, err := ParseSentinelURL(rawURL, &opts)
+		var err error
+		fo, err = ParseSentinelURL(rawURL, &opts)
 		if err != nil {
 			return nil, err
 		}
@@ -94,6 +96,8 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		_ = t.Close()
 		if ropts != nil {
 			err = dialError(ctx, ropts, err)
+		} else if fo != nil {
+			err = sentinelDialError(ctx, fo, err)
 		}
 		return nil, t.errorf("cannot reach the server: %w", err)
 	}
