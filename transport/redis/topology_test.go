@@ -28,6 +28,7 @@ type topologies struct {
 // use.
 func (d *topologies) Sentinel(t *testing.T) *redistest.Sentinel {
 	t.Helper()
+	redistest.Require(t, "redis-server", "apt-get install redis-server")
 	redistest.Require(t, "redis-sentinel", "apt-get install redis-sentinel")
 	d.sentinelOnce.Do(func() {
 		dir, err := d.tempDir("pidbox-sentinel")
@@ -45,6 +46,7 @@ func (d *topologies) Sentinel(t *testing.T) *redistest.Sentinel {
 // Cluster returns the shared Redis Cluster, starting it on first use.
 func (d *topologies) Cluster(t testing.TB) *redistest.Cluster {
 	t.Helper()
+	redistest.Require(t, "redis-server", "apt-get install redis-server")
 	redistest.Require(t, "redis-cli", "apt-get install redis-tools")
 	d.clusterOnce.Do(func() {
 		dir, err := d.tempDir("pidbox-cluster")
