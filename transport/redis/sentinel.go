@@ -112,27 +112,38 @@ func (t *Transport) publishFanout(ctx context.Context, exchange, routingKey stri
 	return err
 }
 
-// dedup remembers the last messages a subscription on two channels
-// delivered, so the second copy of a broadcast is dropped. Copies of one
-// publish are byte-identical, and two different messages never are: each
-// carries its own delivery_tag (a uuid).
+// dedup pairs the two copies of a broadcast that a subscription on two
+// channels receives, and drops the second. Copies of one publish are
+// byte-identical, and two different pidbox messages never are: each
+// carries its own delivery_tag (a uuid). A copy pairs only with one that
+// came on the other channel, so a message published twice on one channel
+// is delivered twice, as on plain Redis.
 type dedup struct {
 	seed maphash.Seed
-	ring [128]uint64
+	ring [128]dedupEntry
 	next int
+}
+
+type dedupEntry struct {
+	hash    uint64
+	pattern string // the subscription pattern the copy matched
+	paired  bool
 }
 
 func newDedup() *dedup { return &dedup{seed: maphash.MakeSeed()} }
 
-// seen reports whether msg was delivered recently, and remembers it.
-func (d *dedup) seen(msg string) bool {
+// seen reports whether msg, which matched pattern, is the second copy of
+// a message that came on the other channel; otherwise it remembers msg.
+func (d *dedup) seen(msg, pattern string) bool {
 	h := maphash.String(d.seed, msg)
-	for _, v := range d.ring {
-		if v == h {
+	for i := range d.ring {
+		e := &d.ring[i]
+		if e.hash == h && !e.paired && e.pattern != "" && e.pattern != pattern {
+			e.paired = true
 			return true
 		}
 	}
-	d.ring[d.next] = h
+	d.ring[d.next] = dedupEntry{hash: h, pattern: pattern}
 	d.next = (d.next + 1) % len(d.ring)
 	return false
 }

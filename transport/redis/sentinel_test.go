@@ -83,7 +83,8 @@ func TestSentinelFromClient(t *testing.T) {
 // Kombu 5.2 and 5.3 broadcast on the literal "/{db}." channel on
 // Sentinel, Kombu 5.4 and later on "/<db>.": a Go node hears both, and
 // once only when a publisher (Kombu's sentinel_fanout_compat, or another
-// Go node) sends one message to both.
+// Go node) sends one message to both; a message sent twice on one channel
+// arrives twice.
 func TestSentinelFanoutChannels(t *testing.T) {
 	d := deployments.Sentinel(t)
 	fanoutChannels(t, d, open(t, nil, d.URL(3), pidredis.Options{}), 3)
@@ -107,9 +108,11 @@ func fanoutChannels(t *testing.T, d *redistest.Sentinel, tr *pidredis.Transport,
 	require.NoError(t, raw.Publish(ctx, filled, "from-5.4").Err())
 	require.NoError(t, raw.Publish(ctx, literal, "compat").Err())
 	require.NoError(t, raw.Publish(ctx, filled, "compat").Err())
+	require.NoError(t, raw.Publish(ctx, literal, "twice").Err())
+	require.NoError(t, raw.Publish(ctx, literal, "twice").Err())
 	require.NoError(t, raw.Publish(ctx, filled, "last").Err())
 	var seen []string
-	for len(seen) < 4 {
+	for len(seen) < 6 {
 		select {
 		case s := <-got:
 			seen = append(seen, s)
@@ -117,7 +120,8 @@ func fanoutChannels(t *testing.T, d *redistest.Sentinel, tr *pidredis.Transport,
 			t.Fatalf("got only %v", seen)
 		}
 	}
-	assert.Equal(t, []string{"from-5.2", "from-5.4", "compat", "last"}, seen)
+	assert.Equal(t, []string{"from-5.2", "from-5.4", "compat", "twice", "twice", "last"}, seen,
+		"one copy of a message sent on both channels; both of a message sent twice on one")
 
 	// A Go publisher reaches listeners of either channel.
 	ps := raw.Subscribe(ctx, literal, filled)

@@ -217,7 +217,7 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 		s.seen()
 		switch m := msg.(type) {
 		case *goredis.Message:
-			if s.dedup != nil && s.dedup.seen(m.Payload) {
+			if s.dedup != nil && s.dedup.seen(m.Payload, m.Pattern) {
 				continue
 			}
 			if !s.deliver(bytesOf(m.Payload)) {
