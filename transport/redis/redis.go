@@ -162,6 +162,11 @@ var _ transport.Transport = (*Transport)(nil)
 // *goredis.Client or *goredis.ClusterClient, blocking pops run on a second
 // client with the same options, so they never starve the caller's pool.
 //
+// A client from goredis.NewFailoverClient is Sentinel: broadcasts use both
+// fanout channels (see SentinelFanout), and blocking pops and pub/sub
+// follow the master (see sentinel.go). A *goredis.ClusterClient is Redis
+// Cluster, with its own key layout (see cluster.go).
+//
 // Set ContextTimeoutEnabled in the client's options: without it go-redis
 // lets a command outlive its context's deadline (up to its own read and
 // write timeouts), and so would a call made while Redis is unresponsive.
