@@ -183,6 +183,46 @@ func (c *Cluster) Revive(ctx context.Context, s *Server) error {
 	if err := s.Revive(); err != nil {
 		return err
 	}
+	if err := c.WaitOK(ctx); err != nil {
+		return err
+	}
+	cl := goredis.NewClient(&goredis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer cl.Close()
+	return poll(ctx, func(ctx context.Context) error {
+		info, err := cl.Info(ctx, "replication").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") {
+			return fmt.Errorf("%s not a synced replica yet", s.Addr())
+		}
+		return nil
+	})
+}
+
+// Switch makes the replica s take its master's slots with the master
+// alive (CLUSTER FAILOVER), which stays up as s's replica. It retries a
+// failover that did not complete, and waits until the cluster is ok.
+func (c *Cluster) Switch(ctx context.Context, s *Server) error {
+	cl := goredis.NewClient(&goredis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer cl.Close()
+	err := poll(ctx, func(ctx context.Context) error {
+		if err := cl.ClusterFailover(ctx).Err(); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			role, err := cl.Do(ctx, "ROLE").Slice()
+			if err == nil && len(role) > 0 && role[0] == "master" {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return fmt.Errorf("%s did not take over yet", s.Addr())
+	})
+	if err != nil {
+		return fmt.Errorf("redistest: CLUSTER FAILOVER on %s: %w", s.Addr(), err)
+	}
 	return c.WaitOK(ctx)
 }
 
