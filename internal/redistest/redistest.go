@@ -175,6 +175,7 @@ func (s *Server) start() error {
 		}
 	}
 	s.cmd = exec.Command(s.bin, append(args, s.args...)...)
+	dieWithParent(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: start redis-server: %w", err)
 	}

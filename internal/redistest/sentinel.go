@@ -105,6 +105,7 @@ func startSentinel(bin, dir, master string) (*sentinelProc, error) {
 		return nil, fmt.Errorf("redistest: write sentinel config: %w", err)
 	}
 	p.cmd = exec.Command(bin, conf)
+	dieWithParent(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("redistest: start redis-sentinel: %w", err)
 	}
