@@ -43,8 +43,9 @@ func (t *Transport) publishTopic(ctx context.Context, ex transport.Exchange, rou
 	}
 	pipe := t.client.Pipeline()
 	for _, q := range queues {
-		pipe.LPush(ctx, t.key(q), msg)
-		pipe.PExpire(ctx, t.key(q), t.opts.QueueTTL)
+		key := t.exchangeKey(ex.Name, q) // the queue's list, as listKeys names it
+		pipe.LPush(ctx, key, msg)
+		pipe.PExpire(ctx, key, t.opts.QueueTTL)
 	}
 	_, err = pipe.Exec(ctx)
 	return err
