@@ -16,8 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -340,4 +342,61 @@ func (s *Server) Log() string {
 		b.Write(data)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// API sends a request to the management API as guest, with body as JSON
+// (none when empty), and returns the response body. A status other than
+// 2xx is an error naming the request.
+func (s *Server) API(ctx context.Context, method, path, body string) ([]byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.ManagementURL()+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	req.SetBasicAuth("guest", "guest")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("rabbittest: %s %s: %s: %s", method, path, resp.Status, out)
+	}
+	return out, nil
+}
+
+// AddVhost creates the virtual host name, if it does not exist, with every
+// permission for guest. With tracing, RabbitMQ's firehose publishes a copy
+// of every message published on it to its amq.rabbitmq.trace exchange
+// (rabbitmqctl trace_on). It returns the vhost's amqp:// URL as guest.
+func (s *Server) AddVhost(ctx context.Context, name string, tracing bool) (string, error) {
+	p := url.PathEscape(name)
+	if _, err := s.API(ctx, http.MethodPut, "/api/vhosts/"+p, fmt.Sprintf(`{"tracing": %t}`, tracing)); err != nil {
+		return "", err
+	}
+	if _, err := s.API(ctx, http.MethodPut, "/api/permissions/"+p+"/guest", `{"configure": ".*", "write": ".*", "read": ".*"}`); err != nil {
+		return "", err
+	}
+	return "amqp://guest:guest@" + s.Addr() + "/" + p, nil
+}
+
+// Ctl runs rabbitmqctl (the broker's own script, as for the server) with
+// args against this broker's node, with its Erlang cookie, and returns its
+// output. It fails when ctx ends or rabbitmqctl exits non-zero.
+func (s *Server) Ctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(Script), "rabbitmqctl"), append([]string{"-n", s.node}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+s.dir, "RABBITMQ_NODENAME="+s.node)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbittest: rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
