@@ -1,7 +1,8 @@
 // Package rabbittest runs a real rabbitmq-server for tests and benchmarks:
 // Debian's package, started as root from its own script with a private
 // HOME (and so Erlang cookie), node name, loopback ports, data and log
-// directories, and the management plugin. There is no mock.
+// directories, the management plugin, and a TLS listener with
+// certificates of a test CA (internal/certtest). There is no mock.
 //
 // The broker takes seconds to boot, so a test binary shares one: the
 // first Get starts it and Main, called from TestMain, stops it after the
@@ -29,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gopidbox/pidbox/internal/certtest"
 )
 
 // Script is the broker's own start script. The packaged
@@ -44,8 +47,11 @@ type Server struct {
 	dir      string
 	node     string
 	port     int // AMQP
+	tlsPort  int // AMQP over TLS
 	httpPort int // management
 	distPort int
+	ca       *certtest.Cert
+	client   *certtest.Cert
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	exit     chan struct{}
@@ -114,16 +120,28 @@ func Launch(dir string) (*Server, error) {
 	}
 	s := &Server{dir: dir}
 	var err error
-	for _, p := range []*int{&s.port, &s.httpPort, &s.distPort} {
+	for _, p := range []*int{&s.port, &s.tlsPort, &s.httpPort, &s.distPort} {
 		if *p, err = freePort(); err != nil {
 			return nil, err
 		}
 	}
 	s.node = fmt.Sprintf("pidbox%d@localhost", s.port)
+	// The TLS listener verifies clients: each must present a certificate
+	// of the test CA.
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.Mkdir(tlsDir, 0o700); err != nil {
+		return nil, err
+	}
+	s.ca = certtest.NewCA(nil, tlsDir, "ca", certtest.Spec{CommonName: "rabbittest CA"})
+	server := certtest.Issue(nil, tlsDir, "server", s.ca, certtest.Spec{CommonName: "localhost", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	s.client = certtest.Issue(nil, tlsDir, "client", s.ca, certtest.Spec{CommonName: "pidbox client", Client: true})
 	files := map[string]string{
 		"enabled_plugins": "[rabbitmq_management].\n",
 		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n"+
-			"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", s.port, s.httpPort),
+			"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
+			"listeners.ssl.default = 127.0.0.1:%d\nssl_options.cacertfile = %s\nssl_options.certfile = %s\nssl_options.keyfile = %s\n"+
+			"ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
+			s.port, s.httpPort, s.tlsPort, s.ca.CertFile, server.CertFile, server.KeyFile),
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -230,6 +248,18 @@ func (s *Server) URL() string { return "amqp://guest:guest@" + s.Addr() + "//" }
 
 // ManagementURL is the management API's base URL, without credentials.
 func (s *Server) ManagementURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) }
+
+// TLSAddr is the AMQP-over-TLS listener's host:port. Its certificate,
+// made by CA, names localhost and 127.0.0.1; it verifies clients and
+// refuses one without a certificate of CA (ClientCert is one).
+func (s *Server) TLSAddr() string { return "127.0.0.1:" + strconv.Itoa(s.tlsPort) }
+
+// CA is the test CA that signed the TLS listener's and ClientCert's
+// certificates.
+func (s *Server) CA() *certtest.Cert { return s.ca }
+
+// ClientCert is a client certificate the TLS listener accepts.
+func (s *Server) ClientCert() *certtest.Cert { return s.client }
 
 // Node is the broker's Erlang node name.
 func (s *Server) Node() string { return s.node }

@@ -82,6 +82,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox/internal/ratelog"
+	"github.com/gopidbox/pidbox/internal/tlsurl"
 	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -197,6 +198,16 @@ var _ transport.Transport = (*Transport)(nil)
 //	amqps://...                       TLS
 //	pyamqp://..., librabbitmq://...   Kombu's spellings of amqp://
 //
+// An amqps:// URL takes the TLS parameters the Redis transport takes on
+// rediss://, with the same names and meaning (they apply on top of
+// Options.TLS):
+//
+//	ssl_cert_reqs=required|optional|none   verify the server's certificate; default required
+//	ssl_ca_certs=/path/ca.pem              the CAs to verify it against; default the system's
+//	ssl_certfile=/path/client.pem          a client certificate, with
+//	ssl_keyfile=/path/client.key           its private key
+//	ssl_check_hostname=true|false          whether the certificate must name the host; default true
+//
 // As in Kombu, "amqp://host//" and "amqp://host/" both name the vhost "/".
 // management=PORT (on the broker's host, with the URL's credentials) or
 // management=URL (escaped) names the management API, see Options. Errors
@@ -207,12 +218,19 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		return nil, err
 	}
 	opts.setDefaults()
+	cfg, err := ep.config(opts)
+	if err != nil {
+		return nil, err
+	}
+	if tlsurl.Unverified(cfg.TLSClientConfig) {
+		opts.Logger.Warn("amqp transport: ssl_cert_reqs=none: the server's certificate is not verified, so anyone on the path can pose as it", "broker", ep.redacted)
+	}
 	if ep.management == "" && opts.ManagementURL != "" {
 		ep.management = opts.ManagementURL
 	}
 	t := &Transport{
 		ep:      ep,
-		cfg:     ep.config(opts),
+		cfg:     cfg,
 		opts:    opts,
 		log:     opts.Logger,
 		drop:    ratelog.New(opts.Logger, "broker", ep.redacted),
@@ -273,7 +291,7 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 			tc := tls.Client(c, tcfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				c.Close()
-				return nil, err
+				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 			}
 			c = tc
 		}
