@@ -430,3 +430,33 @@ func (s *Server) Ctl(ctx context.Context, args ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// MemoryAlarm sets off the broker's memory alarm (on) or clears it, with
+// rabbitmqctl set_vm_memory_high_watermark (a tiny fraction, or the
+// default 0.6), and returns once the broker's alarm list says so. While it
+// is on, RabbitMQ blocks every connection that publishes
+// (connection.blocked): it stops reading it, so nothing sent on it is
+// answered.
+func (s *Server) MemoryAlarm(ctx context.Context, on bool) error {
+	mark := "0.6"
+	if on {
+		mark = "0.0000001"
+	}
+	if _, err := s.Ctl(ctx, "set_vm_memory_high_watermark", mark); err != nil {
+		return err
+	}
+	for {
+		out, err := s.Ctl(ctx, "eval", "rabbit_alarm:get_alarms().")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(out, "resource_limit,memory") == on {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rabbittest: memory alarm not %t: %w (%s)", on, ctx.Err(), out)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

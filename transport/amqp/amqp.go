@@ -64,6 +64,22 @@
 // while a node is reconnecting is lost; calls made during an outage wait
 // for the broker until their context ends and fail with an error naming
 // the broker.
+//
+// Publish returns once the broker has confirmed the message (publisher
+// confirms on the publishing channel; invisible to peers), so a publish
+// is bounded by its context even when the broker accepts the connection
+// but does not answer: a frozen broker, or one that blocks publishers
+// under a resource alarm (connection.blocked, which RabbitMQ sends only
+// once a connection publishes). While blocked, further publishes wait for
+// connection.unblocked until their context ends, without writing; the
+// caller's error then wraps context.DeadlineExceeded (and, from pidbox,
+// ErrBrokerSilent).
+//
+// Subscriptions report their health (transport.HealthReporter, used by
+// Node.Health and package health): live while their queue is consumed,
+// not from the moment its channel or connection closes until it consumes
+// again; last seen is when the broker last sent anything on the
+// connection, a delivery or a heartbeat (every Options.Heartbeat/2).
 package amqp
 
 import (
@@ -177,8 +193,17 @@ type Transport struct {
 	closed  bool
 	queues  map[string]*queue
 
-	pubLock  ctxLock // guards pub, pubConn, declared
-	pub      *amqp091.Channel
+	// blocked is non-nil while the broker blocks this connection's
+	// publishers (connection.blocked: a resource alarm); it is closed when
+	// it unblocks. Guarded by mu.
+	blocked     chan struct{}
+	blockReason string
+	// lastSeen is when the broker last sent anything on the connection
+	// (unix nanoseconds): a frame, a heartbeat.
+	lastSeen atomic.Int64
+
+	pubLock  ctxLock          // guards pub, pubConn, declared
+	pub      *amqp091.Channel // in confirm mode
 	pubConn  *amqp091.Connection
 	declared map[string]bool // exchanges declared on pub
 
@@ -254,6 +279,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	}
 	t.conn = conn
 	close(t.up)
+	t.watchBlocked(conn)
 	t.wg.Add(1)
 	go t.supervise(conn)
 	return t, nil
@@ -275,6 +301,7 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 		if err != nil {
 			return nil, err
 		}
+		c = &activity{Conn: c, seen: &t.lastSeen}
 		// Bounds the handshake; amqp091 clears it once the connection is open.
 		deadline, ok := ctx.Deadline()
 		if !ok {
@@ -372,6 +399,7 @@ func (t *Transport) reconnect() *amqp091.Connection {
 				queues = append(queues, q)
 			}
 			t.mu.Unlock()
+			t.watchBlocked(conn)
 			for _, q := range queues {
 				if err = q.setup(conn); err != nil {
 					break
@@ -422,6 +450,69 @@ func (t *Transport) repair(conn *amqp091.Connection, q *queue) {
 	}
 }
 
+// activity records when the broker last sent anything.
+type activity struct {
+	net.Conn
+	seen *atomic.Int64
+}
+
+func (a *activity) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if n > 0 {
+		a.seen.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// watchBlocked follows the broker's connection.blocked and
+// connection.unblocked on conn until it closes. RabbitMQ blocks a
+// connection that publishes while a resource alarm is on (memory, disk):
+// it stops reading it, so nothing sent on it is answered.
+func (t *Transport) watchBlocked(conn *amqp091.Connection) {
+	bs := conn.NotifyBlocked(make(chan amqp091.Blocking, 1))
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		for b := range bs {
+			t.setBlocked(conn, b)
+		}
+		t.setBlocked(conn, amqp091.Blocking{}) // a new connection starts unblocked
+	}()
+}
+
+func (t *Transport) setBlocked(conn *amqp091.Connection, b amqp091.Blocking) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case b.Active && t.blocked == nil && t.conn == conn:
+		t.blocked, t.blockReason = make(chan struct{}), b.Reason
+		t.log.Warn("pidbox amqp: the broker blocks publishing", "broker", t.ep.redacted, "reason", b.Reason)
+	case !b.Active && t.blocked != nil:
+		close(t.blocked)
+		t.blocked, t.blockReason = nil, ""
+		t.log.Info("pidbox amqp: the broker unblocked publishing", "broker", t.ep.redacted)
+	}
+}
+
+// unblocked waits, until ctx ends, while the broker blocks publishing.
+func (t *Transport) unblocked(ctx context.Context, ex transport.Exchange) error {
+	for {
+		t.mu.Lock()
+		b, why := t.blocked, t.blockReason
+		t.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+		select {
+		case <-b:
+		case <-t.stop:
+			return transport.ErrClosed
+		case <-ctx.Done():
+			return t.errorf("publish to exchange %q: the broker blocks publishers (%s): %w", ex.Name, why, ctx.Err())
+		}
+	}
+}
+
 // connection returns the open connection, waiting for a reconnection
 // until ctx ends.
 func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error) {
@@ -462,6 +553,9 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 		if err != nil {
 			return err
 		}
+		if err := t.unblocked(ctx, ex); err != nil {
+			return err
+		}
 		err = t.publish(ctx, conn, ex, routingKey, &p)
 		if err == nil || ctx.Err() != nil || !errors.Is(err, amqp091.ErrClosed) {
 			return err
@@ -495,10 +589,21 @@ func (t *Transport) publish(ctx context.Context, conn *amqp091.Connection, ex tr
 			return t.errorf("publish to exchange %q: %w", ex.Name, ctx.Err())
 		}
 	}
-	defer t.pubLock.unlock()
-	if err := t.pub.Publish(ex.Name, key, false, false, *p); err != nil {
+	dc, err := t.pub.PublishWithDeferredConfirm(ex.Name, key, false, false, *p)
+	if err != nil {
 		t.pub = nil
+		t.pubLock.unlock()
 		return t.errorf("publish to exchange %q: %w", ex.Name, err)
+	}
+	t.pubLock.unlock()
+	// The broker confirms a message once it has routed it. A broker that
+	// blocks publishers, or that froze, does not: the wait ends with ctx.
+	acked, err := dc.WaitContext(ctx)
+	if err != nil {
+		return t.errorf("publish to exchange %q: not confirmed by the broker: %w", ex.Name, err)
+	}
+	if !acked {
+		return t.errorf("publish to exchange %q: the broker did not take the message (refused, or the connection closed)", ex.Name)
 	}
 	return nil
 }
@@ -510,6 +615,10 @@ func (t *Transport) preparePublish(conn *amqp091.Connection, ex transport.Exchan
 		ch, err := conn.Channel()
 		if err != nil {
 			return t.errorf("open a channel: %w", err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			_ = ch.Close()
+			return t.errorf("publisher confirms: %w", err)
 		}
 		t.pub, t.pubConn, t.declared = ch, conn, map[string]bool{}
 	}
@@ -825,6 +934,7 @@ type queue struct {
 	next int
 
 	ch       *amqp091.Channel // guarded by t.op
+	live     atomic.Bool      // consuming: set up, and its channel open
 	loopDone chan struct{}
 	buf      []byte // the delivery loop's envelope buffer
 }
@@ -882,6 +992,7 @@ func (q *queue) setup(conn *amqp091.Connection) error {
 		return fail(fmt.Errorf("consume queue %q: %w", q.b.Queue, err))
 	}
 	q.ch = ch
+	q.live.Store(true)
 	done := make(chan struct{})
 	q.loopDone = done
 	go q.loop(ch, deliveries, done)
@@ -892,6 +1003,7 @@ func (q *queue) setup(conn *amqp091.Connection) error {
 // consumer), closes its channel and waits for its delivery loop. The
 // caller holds t.op.
 func (q *queue) teardown() error {
+	q.live.Store(false)
 	var err error
 	if q.ch != nil && !q.ch.IsClosed() {
 		if _, derr := q.ch.QueueDelete(q.b.Queue, false, false, false); derr != nil && !errors.Is(derr, amqp091.ErrClosed) {
@@ -915,6 +1027,7 @@ func (q *queue) loop(ch *amqp091.Channel, deliveries <-chan amqp091.Delivery, do
 	for d := range deliveries {
 		q.deliver(&d)
 	}
+	q.live.Store(false)
 	// The channel closed. If the connection lives on, ask for repair.
 	select {
 	case <-q.t.stop:
@@ -1004,6 +1117,25 @@ func (s *subscription) end() {
 
 // Done is closed when the subscription has ended.
 func (s *subscription) Done() <-chan struct{} { return s.done }
+
+var _ transport.HealthReporter = (*subscription)(nil)
+
+// Health implements transport.HealthReporter: Live while the queue is
+// consumed (false from the moment its channel or connection closes until
+// it consumes again after a reconnection); LastSeen is when the broker
+// last sent anything on the connection, a delivery or a heartbeat.
+func (s *subscription) Health() transport.Health {
+	var h transport.Health
+	select {
+	case <-s.done:
+	default:
+		h.Live = s.q.live.Load()
+	}
+	if ns := s.q.t.lastSeen.Load(); ns > 0 {
+		h.LastSeen = time.Unix(0, ns)
+	}
+	return h
+}
 
 // Close stops the handler and, for the queue's last subscription, cancels
 // the consumer and deletes the queue (which removes its binding).
