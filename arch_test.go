@@ -14,7 +14,8 @@ import (
 func TestForbiddenImports(t *testing.T) {
 	const mod = "github.com/gopidbox/pidbox"
 	brokers := []string{mod + "/transport/memory", mod + "/transport/redis", mod + "/transport/amqp", mod + "/internal/redistest", mod + "/internal/rabbittest"}
-	extensions := []string{mod + "/security", mod + "/celery", mod + "/otel", mod + "/health"}
+	extensions := []string{mod + "/security", mod + "/celery", mod + "/otel", mod + "/health",
+		"go.opentelemetry.io/otel", "go.opentelemetry.io/otel/trace", "go.opentelemetry.io/otel/metric", "go.opentelemetry.io/otel/attribute"}
 	rules := []struct {
 		pkg    string // a package, or a prefix ending in "/..."
 		banned []string
@@ -25,6 +26,7 @@ func TestForbiddenImports(t *testing.T) {
 		{mod + "/reply", append([]string{mod, mod + "/transport"}, brokers...), "reply never imports a broker"},
 		{mod + "/clock", []string{mod}, "clock stands alone"},
 		{mod + "/internal/wire", []string{mod, mod + "/transport"}, "the envelope codec knows no broker"},
+		{mod + "/otel", []string{"go.opentelemetry.io/otel/sdk", "go.opentelemetry.io/otel/sdk/trace", "go.opentelemetry.io/otel/sdk/metric"}, "otel uses the OpenTelemetry API alone; programs bring the SDK"},
 	}
 
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "./...").Output()

@@ -171,10 +171,16 @@ type Call struct {
 	byName   bool // expected names come from To, not from the broker
 	started  atomic.Bool
 
+	obs   CallObserver // nil unless Options.Observer watches this call
+	start time.Time    // set when obs is
+	ended atomic.Bool  // obs has heard End
+
 	mu       sync.Mutex
 	outcomes map[string]Outcome
 	known    map[string]bool // bound nodes, once looked up
 	lookup   *time.Timer
+
+	stopAbandon func() bool
 }
 
 // Send sends a command that wants replies and returns its Call handle
@@ -192,23 +198,92 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		return nil, err
 	}
 	ctx, cancel := m.deadline(ctx, cfg)
+	var (
+		obs   CallObserver
+		extra []wire.Header
+		start time.Time
+	)
+	if m.opts.Observer != nil {
+		start = time.Now()
+		ctx, obs, extra = m.startCall(ctx, method, ticket, cfg)
+	}
 	sub, err := m.listen(ctx)
 	if err != nil {
+		if obs != nil {
+			obs.End(CallEnd{Outcome: CallFailed, Expected: -1, Err: err})
+		}
 		cancel()
 		return nil, err
 	}
 	c := &Call{
 		method: method, ticket: ticket, ctx: ctx, cancel: cancel, m: m, limit: cfg.limit,
 		inbox: m.demux.Wait(ticket), // before publishing: no reply missed
+		obs:   obs, start: start,
 	}
-	context.AfterFunc(ctx, c.inbox.Close) // an abandoned call frees its inbox
 	c.expect(cfg)
+	// A call that is never ranged over nor closed ends at its deadline:
+	// its inbox is freed and its observer told. Close stops this, so a
+	// call that ends normally starts no goroutine for it.
+	c.stopAbandon = context.AfterFunc(ctx, c.abandoned)
 	expires, _ := ctx.Deadline()
-	if err := m.publish(ctx, method, body, expires, sub); err != nil {
+	if err := m.publish(ctx, method, body, expires, extra, sub); err != nil {
+		c.end(CallFailed, 0, err)
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// end tells the call's observer, once, how the call ended.
+func (c *Call) end(o CallOutcome, replies int, err error) {
+	if c.obs == nil || !c.ended.CompareAndSwap(false, true) {
+		return
+	}
+	expected := -1
+	if c.expected != nil {
+		expected = len(c.expected)
+	}
+	c.obs.End(CallEnd{Outcome: o, Replies: replies, Expected: expected, Err: err})
+}
+
+// abandoned ends the observation of a call whose replies were never
+// ranged over, when its context ends.
+func (c *Call) abandoned() {
+	c.inbox.Close()
+	if c.started.Load() {
+		return // Replies says how it ended
+	}
+	o := CallCancelled
+	if errors.Is(c.ctx.Err(), context.DeadlineExceeded) {
+		o = CallDeadline
+	}
+	c.end(o, 0, nil)
+}
+
+// outcome says why a gather that yielded n replies stopped by itself.
+func (c *Call) outcome(n int) CallOutcome {
+	c.mu.Lock()
+	all := c.expected != nil
+	for _, name := range c.expected {
+		if o := c.outcomes[name]; o != Replied && o != Failed {
+			all = false
+			break
+		}
+	}
+	c.mu.Unlock()
+	switch err := c.ctx.Err(); {
+	case all:
+		return CallAllReplied
+	case c.rules.Limit > 0 && n >= c.rules.Limit:
+		return CallLimit
+	case errors.Is(err, context.DeadlineExceeded):
+		return CallDeadline
+	case err != nil:
+		return CallCancelled
+	case c.rules.Quiet > 0:
+		return CallQuiet
+	}
+	return CallAllReplied
 }
 
 // expect works out which nodes the call waits for: the destinations, or
@@ -217,7 +292,11 @@ func (c *Call) expect(cfg callConfig) {
 	c.rules.Limit = cfg.limit
 	switch {
 	case len(cfg.destination) > 0:
-		c.expected = slices.Compact(slices.Sorted(slices.Values(cfg.destination)))
+		c.expected = cfg.destination // the call's own copy, made by To
+		if len(c.expected) > 1 {
+			slices.Sort(c.expected)
+			c.expected = slices.Compact(c.expected)
+		}
 		c.byName = true
 		if c.rules.Limit == 0 {
 			c.rules.Limit = len(cfg.destination)
@@ -308,19 +387,36 @@ func (c *Call) Replies() iter.Seq2[reply.Reply, error] {
 		n := 0
 		for r, err := range demux.Collect(c.ctx, c.inbox, c.rules) {
 			if err != nil {
-				yield(reply.Reply{}, fmt.Errorf("pidbox: %s: %w", c.method, err))
+				err = fmt.Errorf("pidbox: %s: %w", c.method, err)
+				if c.obs != nil {
+					o := CallFailed
+					if errors.Is(err, context.Canceled) {
+						o = CallCancelled
+					}
+					c.end(o, n, err)
+				}
+				yield(reply.Reply{}, err)
 				return
 			}
 			n++
 			c.record(r)
+			if c.obs != nil {
+				c.obs.Reply(r.Node, time.Since(c.start), r.Err)
+			}
 			if !yield(r, nil) {
+				c.end(CallCancelled, n, nil)
 				return
 			}
 		}
+		var err error
 		if errors.Is(c.ctx.Err(), context.DeadlineExceeded) && (c.limit == 0 || n < c.limit) {
-			if err := c.incomplete(); err != nil {
-				yield(reply.Reply{}, err)
-			}
+			err = c.incomplete()
+		}
+		if c.obs != nil {
+			c.end(c.outcome(n), n, err)
+		}
+		if err != nil {
+			yield(reply.Reply{}, err)
 		}
 	}
 }
@@ -391,9 +487,24 @@ func (c *Call) Outcomes() map[string]Outcome {
 	return out
 }
 
+// takeOutcomes hands the outcomes over without a copy, once Replies has
+// ended and nothing writes them any more; for Mailbox.Call.
+func (c *Call) takeOutcomes() map[string]Outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outcomes == nil {
+		return map[string]Outcome{}
+	}
+	return c.outcomes
+}
+
 // Close ends the call: replies that arrive later are kept as late replies
 // for a while, then dropped. It is safe to call more than once.
 func (c *Call) Close() {
+	c.end(CallCancelled, 0, nil) // when nothing said otherwise before
+	if c.stopAbandon != nil {
+		c.stopAbandon()
+	}
 	if c.lookup != nil {
 		c.lookup.Stop()
 	}

@@ -33,6 +33,32 @@ func (n *Node) drop(counter *atomic.Uint64, msg string, args ...any) {
 	n.warnings.Warn(msg, args...)
 }
 
+// observe tells the Observer, if there is one, of an event on this node.
+func (n *Node) observe(ctx context.Context, kind EventKind, method, reason string, count int) {
+	if o := n.mb.opts.Observer; o != nil {
+		o.Event(ctx, Event{Kind: kind, Node: n.hostname, Method: method, Reason: reason, Count: count})
+	}
+}
+
+// startCommand tells the Observer, if there is one, that a registered
+// handler starts.
+func (n *Node) startCommand(ctx context.Context, e *entry, t *task) (context.Context, CommandObserver) {
+	o := n.mb.opts.Observer
+	if o == nil || e == n.unknown {
+		return ctx, nil
+	}
+	return o.StartCommand(ctx, CommandInfo{Node: n.hostname, Exchange: n.mb.exchange.Name, Method: t.wr.Method, Ticket: t.wr.Ticket}, Headers{&t.headers})
+}
+
+// handlerErr is a handler's error as an observer sees it: ErrNoReply is
+// no error.
+func handlerErr(err error) error {
+	if errors.Is(err, ErrNoReply) {
+		return nil
+	}
+	return err
+}
+
 // handle decodes one message and starts its handler. It never blocks on a
 // handler: a node keeps reading while commands run.
 func (n *Node) handle(ctx context.Context, msg []byte) {
@@ -41,35 +67,46 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 	env, err := wire.Decode(msg, m.opts.MaxMessageSize)
 	if err != nil {
 		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		n.observe(ctx, EventSkipped, "", ReasonUndecodable, 1)
 		return
+	}
+	if env.IgnoredHeaders > 0 {
+		n.ignoredHeaders.Add(uint64(env.IgnoredHeaders))
+		n.observe(ctx, EventHeadersIgnored, "", "", env.IgnoredHeaders)
 	}
 	m.opts.Clock.Adjust(env.Headers.Clock)
 	codec, body, signer, err := m.open(env)
 	if err != nil {
 		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		n.observe(ctx, EventSkipped, "", ReasonUndecodable, 1)
 		return
 	}
 	wr, err := wire.DecodeRequest(codec, body)
 	if err != nil {
 		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
+		n.observe(ctx, EventSkipped, "", ReasonUndecodable, 1)
 		return
 	}
 	targeted, err := n.targeted(wr)
 	if err != nil {
 		n.drop(&n.dropped, "pidbox: command dropped: cannot tell whether it addresses this node", "method", wr.Method, "err", err)
+		n.observe(ctx, EventSkipped, wr.Method, ReasonUndecodable, 1)
 		return
 	}
 	if !targeted {
+		n.observe(ctx, EventSkipped, wr.Method, ReasonNotAddressed, 1)
 		return
 	}
 	now := time.Now()
 	if env.Headers.Expired(now) {
 		n.expired.Add(1)
 		n.log.Debug("pidbox: expired command dropped", "node", n.hostname, "method", wr.Method, "ticket", wr.Ticket)
+		n.observe(ctx, EventSkipped, wr.Method, ReasonExpired, 1)
 		return
 	}
 	if wr.ReplyTo != nil && wr.ReplyTo.Exchange != m.replyEx.Name {
 		n.drop(&n.dropped, "pidbox: command dropped: its reply_to exchange is not this namespace's", "method", wr.Method, "reply_exchange", wr.ReplyTo.Exchange)
+		n.observe(ctx, EventSkipped, wr.Method, ReasonUndecodable, 1)
 		return
 	}
 	t := &task{wr: wr, headers: env.Headers, deadline: now.Add(n.opts.HandlerTimeout)}
@@ -90,6 +127,7 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 	n.mu.RUnlock()
 	if e == nil {
 		e = n.unknown
+		n.observe(ctx, EventSkipped, wr.Method, ReasonUnknownCommand, 1)
 	}
 	select {
 	case e.slots <- struct{}{}:
@@ -107,8 +145,10 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 		e.waiting.Add(-1)
 		n.drop(&n.rejected, "pidbox: command refused: its handler is at its concurrency limit with a full backlog",
 			"method", wr.Method, "concurrency", cap(e.slots), "backlog", n.opts.Backlog)
+		n.observe(ctx, EventBacklogRefused, wr.Method, "", 1)
 		return
 	}
+	n.observe(ctx, EventBacklogWait, wr.Method, "", 1)
 	n.inflight.Add(1)
 	go n.wait(ctx, e, t)
 }
@@ -125,6 +165,7 @@ func (n *Node) wait(ctx context.Context, e *entry, t *task) {
 	case <-timer.C:
 		n.expired.Add(1)
 		n.warnings.Warn("pidbox: command dropped: it expired waiting for its handler", "method", t.wr.Method)
+		n.observe(ctx, EventSkipped, t.wr.Method, ReasonExpired, 1)
 		n.inflight.Done()
 	case <-ctx.Done():
 		n.inflight.Done()
@@ -157,6 +198,7 @@ func (n *Node) run(ctx context.Context, e *entry, t *task) {
 	defer func() { <-e.slots }()
 	ctx, cancel := context.WithDeadline(ctx, t.deadline)
 	defer cancel()
+	ctx, obs := n.startCommand(ctx, e, t)
 	ctx = context.WithValue(ctx, requestKey{}, t.req)
 
 	var once sync.Once
@@ -164,6 +206,9 @@ func (n *Node) run(ctx context.Context, e *entry, t *task) {
 		once.Do(func() {
 			defer n.inflight.Done()
 			n.finish(t, res)
+			if obs != nil {
+				obs.End(handlerErr(res.err))
+			}
 		})
 	}
 	stop := context.AfterFunc(ctx, func() {
@@ -187,6 +232,15 @@ func (n *Node) run(ctx context.Context, e *entry, t *task) {
 func (n *Node) runInline(ctx context.Context, e *entry, t *task) {
 	defer n.inflight.Done()
 	defer func() { <-e.slots }()
+	if n.mb.opts.Observer != nil {
+		ctx, obs := n.startCommand(ctx, e, t)
+		res := n.call(ctx, e, t.req)
+		n.finish(t, res)
+		if obs != nil {
+			obs.End(handlerErr(res.err))
+		}
+		return
+	}
 	n.finish(t, n.call(ctx, e, t.req))
 }
 
@@ -220,7 +274,7 @@ func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
 			n.warnings.Log(slog.LevelError, "pidbox: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
 			res = result{err: fmt.Errorf("%w: %s: %v", ErrHandlerPanic, req.Method, p)}
 		}
-		e.counts.record(time.Since(start), res.err != nil && !errors.Is(res.err, ErrNoReply))
+		e.counts.record(time.Since(start), handlerErr(res.err))
 	}()
 	v, err := e.h.Handle(ctx, req)
 	return result{value: v, err: err}

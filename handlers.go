@@ -138,17 +138,30 @@ type NodeStats struct {
 	Rejected uint64 `json:"rejected"`
 	// Refused counts requests that NodeOptions.Authorize refused.
 	Refused uint64 `json:"refused"`
+	// IgnoredHeaders counts extra message headers ignored as not strings,
+	// out of bounds or too many (hostile trace context, say).
+	IgnoredHeaders uint64 `json:"ignored_headers"`
 }
 
 // HandlerStats counts the calls of one method, across replacements of
-// its handler.
+// its handler: NATS micro's per-endpoint stats, kept with atomics.
 type HandlerStats struct {
-	Calls        uint64  `json:"calls"`
-	Errors       uint64  `json:"errors"`
-	Running      int     `json:"running"`
-	Waiting      int     `json:"waiting"`
-	TotalSeconds float64 `json:"total_seconds"`
-	MaxSeconds   float64 `json:"max_seconds"`
+	// Calls counts the handler's runs; Errors those that returned an
+	// error (ErrNoReply is none).
+	Calls  uint64 `json:"calls"`
+	Errors uint64 `json:"errors"`
+	// Running and Waiting are the calls running now and those waiting
+	// for a free slot.
+	Running int `json:"running"`
+	Waiting int `json:"waiting"`
+	// TotalSeconds, AverageSeconds and MaxSeconds are processing times.
+	TotalSeconds   float64 `json:"total_seconds"`
+	AverageSeconds float64 `json:"average_seconds"`
+	MaxSeconds     float64 `json:"max_seconds"`
+	// LastError is the latest error's text (at most 512 bytes), and
+	// LastErrorAt when it happened (RFC 3339, UTC); empty when none.
+	LastError   string `json:"last_error,omitempty"`
+	LastErrorAt string `json:"last_error_at,omitempty"`
 }
 
 type builtin struct {
@@ -181,6 +194,12 @@ func builtins() map[string]builtin {
 		"stats": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			return r.Node.Stats(), nil
 		})},
+		// pidbox_stats stays when a Celery-shaped stats replaces stats
+		// (package celery), so one broadcast still gathers the
+		// per-command counts of a whole fleet.
+		"pidbox_stats": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
+			return r.Node.Stats(), nil
+		})},
 		"shutdown": {h: HandlerFunc(func(_ context.Context, r *Request) (any, error) {
 			r.Node.log.Warn("pidbox: shutdown requested by a remote command", "node", r.Node.hostname)
 			r.Node.Shutdown()
@@ -205,6 +224,8 @@ func (n *Node) Stats() NodeStats {
 		Expired:    n.expired.Load(),
 		Rejected:   n.rejected.Load(),
 		Refused:    n.refused.Load(),
+
+		IgnoredHeaders: n.ignoredHeaders.Load(),
 	}
 	for name, e := range n.handlers {
 		s.Registered = append(s.Registered, name)

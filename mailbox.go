@@ -1,24 +1,10 @@
-// Package pidbox is a control-plane mailbox: it sends commands to remote
-// worker processes and gathers their replies. It is what Kombu's pidbox is
-// to Python, the layer under `celery inspect` and `celery control`, and it
-// speaks the same wire format, so Go controllers can command Celery workers
-// and Celery tools can command Go workers.
-//
-// A Mailbox owns a namespace's two exchanges: the broadcast exchange
-// "<namespace>.pidbox" that commands go to, and the reply exchange
-// "reply.<namespace>.pidbox" that replies come back on, to a reply queue
-// private to the mailbox. A Node, made from a mailbox, listens on the
-// broadcast exchange under its hostname and runs the named handlers
-// registered with it. Every message carries a Lamport clock and an expiry.
-//
-// Mailbox.Call sends a command and gathers the replies until the limit,
-// until every node addressed has replied, or until a real total deadline,
-// whichever comes first, and says for every expected node whether it
-// replied. Mailbox.Send returns the Call handle, whose Replies streams each
-// reply as it arrives. Memory stays bounded throughout.
-//
-// The transport underneath is pluggable: transport/memory runs everything
-// in one process, transport/redis talks to Redis the way Kombu does.
+// Package pidbox is a control-plane mailbox, wire-compatible with Kombu's
+// pidbox (the layer under `celery inspect` and `celery control`): a Mailbox
+// sends commands to remote workers and gathers their replies; a Node serves
+// the named handlers registered with it. Call gathers until every addressed
+// node replied, the limit, or a real total deadline, and gives each expected
+// node's Outcome; Send returns a Call whose Replies streams them. Transports
+// live in transport/; docs/ARCHITECTURE.md maps the rest.
 package pidbox
 
 import (
@@ -94,6 +80,10 @@ type Options struct {
 	// them (AMQP without RabbitMQ's management API), or lists none (no
 	// node runs, or the broker lost its bindings). Default 250ms.
 	QuietGap time.Duration
+	// Observer, when set, watches the calls of the mailbox and the
+	// commands of its nodes: tracing and metrics (see package otel). Nil
+	// costs nothing.
+	Observer Observer
 }
 
 func (o *Options) setDefaults() error {
@@ -183,6 +173,12 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 		MaxUnclaimed: opts.MaxUnclaimed,
 		UnclaimedAge: opts.UnclaimedAge,
 	}
+	if o := opts.Observer; o != nil {
+		// The demultiplexer's reasons are the Reason constants' values.
+		dopts.Discarded = func(reason string, n int) {
+			o.Event(context.Background(), Event{Kind: EventReplyDiscarded, Reason: reason, Count: n})
+		}
+	}
 	if v, ok := opts.Sealer.(NodeVerifier); ok {
 		dopts.VerifyNode = v.VerifyNode
 	}
@@ -232,12 +228,12 @@ func (m *Mailbox) Call(ctx context.Context, method string, args any, opts ...Cal
 	res := &Result{}
 	for r, err := range c.Replies() {
 		if err != nil {
-			res.Outcomes = c.Outcomes()
+			res.Outcomes = c.takeOutcomes()
 			return res, err
 		}
 		res.Replies = append(res.Replies, r)
 	}
-	res.Outcomes = c.Outcomes()
+	res.Outcomes = c.takeOutcomes()
 	return res, nil
 }
 
@@ -258,7 +254,35 @@ func (m *Mailbox) Cast(ctx context.Context, method string, args any, opts ...Cal
 		defer cancel()
 		expires, _ = ctx.Deadline()
 	}
-	return m.publish(ctx, method, body, expires, nil)
+	if m.opts.Observer == nil {
+		return m.publish(ctx, method, body, expires, nil, nil)
+	}
+	ctx, obs, extra := m.startCall(ctx, method, "", cfg)
+	err = m.publish(ctx, method, body, expires, extra, nil)
+	if obs != nil {
+		end := CallEnd{Outcome: CallSent, Expected: -1, Err: err}
+		if err != nil {
+			end.Outcome = CallFailed
+		}
+		obs.End(end)
+	}
+	return err
+}
+
+// startCall tells the Observer a call starts, and returns the extra
+// headers it set.
+func (m *Mailbox) startCall(ctx context.Context, method, ticket string, cfg callConfig) (context.Context, CallObserver, []wire.Header) {
+	info := CallInfo{Exchange: m.exchange.Name, Method: method, Ticket: ticket, Limit: cfg.limit}
+	if dl, ok := ctx.Deadline(); ok {
+		info.Timeout = time.Until(dl)
+	}
+	ctx, obs := m.opts.Observer.StartCall(ctx, info)
+	if obs == nil {
+		return ctx, nil, nil
+	}
+	h := &wire.Headers{}
+	obs.Inject(Headers{h})
+	return ctx, obs, h.Extra
 }
 
 // Nodes lists the names of the nodes bound to the mailbox's exchange that
@@ -354,12 +378,12 @@ func (m *Mailbox) open(env *wire.Envelope) (wire.Codec, []byte, string, error) {
 // publish sends an encoded request on the broadcast exchange. With a
 // reply subscription, a transport that can lose bindings declares its
 // binding again in the same round trip.
-func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, replies transport.Subscription) error {
+func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, extra []wire.Header, replies transport.Subscription) error {
 	msg := wire.Encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
 		ContentEncoding: body.ContentEncoding,
-		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires)},
+		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires), Extra: extra},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
 	if err := publish(ctx, m.tr, m.exchange, "", msg, replies); err != nil {

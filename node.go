@@ -94,6 +94,7 @@ type Node struct {
 	inflight sync.WaitGroup
 
 	received, dropped, expired, rejected, refused atomic.Uint64
+	ignoredHeaders                                atomic.Uint64
 }
 
 // entry is a registered handler with its concurrency slots.
@@ -109,12 +110,27 @@ type entry struct {
 type counts struct {
 	calls, errors   atomic.Uint64
 	total, maxNanos atomic.Int64
+	lastErr         atomic.Pointer[lastError]
 }
 
-func (c *counts) record(d time.Duration, failed bool) {
+// lastError is a method's latest error, kept on the failure path only.
+type lastError struct {
+	msg string
+	at  time.Time
+}
+
+// maxLastError bounds the text of a kept error.
+const maxLastError = 512
+
+func (c *counts) record(d time.Duration, err error) {
 	c.calls.Add(1)
-	if failed {
+	if err != nil {
 		c.errors.Add(1)
+		msg := err.Error()
+		if len(msg) > maxLastError {
+			msg = msg[:maxLastError] + "..."
+		}
+		c.lastErr.Store(&lastError{msg: msg, at: time.Now()})
 	}
 	c.total.Add(int64(d))
 	for {
@@ -126,7 +142,7 @@ func (c *counts) record(d time.Duration, failed bool) {
 }
 
 func (e *entry) stats() HandlerStats {
-	return HandlerStats{
+	s := HandlerStats{
 		Calls:        e.counts.calls.Load(),
 		Errors:       e.counts.errors.Load(),
 		Running:      len(e.slots),
@@ -134,11 +150,19 @@ func (e *entry) stats() HandlerStats {
 		TotalSeconds: time.Duration(e.counts.total.Load()).Seconds(),
 		MaxSeconds:   time.Duration(e.counts.maxNanos.Load()).Seconds(),
 	}
+	if s.Calls > 0 {
+		s.AverageSeconds = s.TotalSeconds / float64(s.Calls)
+	}
+	if le := e.counts.lastErr.Load(); le != nil {
+		s.LastError = le.msg
+		s.LastErrorAt = le.at.UTC().Format(time.RFC3339Nano)
+	}
+	return s
 }
 
 // NewNode returns a node named hostname (os.Hostname() when empty) with
-// the built-in commands registered: ping, clock, hello, stats and
-// shutdown.
+// the built-in commands registered: ping, clock, hello, stats,
+// pidbox_stats and shutdown.
 func (m *Mailbox) NewNode(hostname string, opts NodeOptions) *Node {
 	if hostname == "" {
 		hostname, _ = os.Hostname()

@@ -26,7 +26,7 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "fewer iterations")
 	kombu    = flag.Bool("kombu", true, "measure Kombu side by side (needs /usr/bin/python3 with kombu)")
-	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,kombu,amqp); default all")
+	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,otel,kombu,amqp); default all")
 	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 )
@@ -60,6 +60,7 @@ func main() {
 	run("gather", b.gathers)
 	run("nolimit", b.noLimit)
 	run("memory", b.memory)
+	run("otel", b.otel)
 	if *kombu {
 		run("kombu", b.kombu)
 	}

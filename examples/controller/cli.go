@@ -129,6 +129,7 @@ and memory:// for an in-process demo fleet of three workers.`,
 		&cobra.Command{Use: "demo", Short: "Tour pidbox on an in-process fleet (needs no broker)", Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return c.demo(cmd.Context()) }},
 		c.probeCommand(),
+		c.statsCommand(),
 	)
 	return root
 }

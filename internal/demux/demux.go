@@ -51,7 +51,15 @@ type Options struct {
 	MaxPending int
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+	// Discarded, when set, hears of every reply dropped, with a reason:
+	// "expired", "unclaimed" (evicted from the unclaimed store, or after
+	// Close), "undecodable" (malformed, refused) or "overflow" (its call
+	// was not reading). It is called without the Demux's lock held.
+	Discarded func(reason string, n int)
 }
+
+// errExpired marks a reply that arrived past its expiry.
+var errExpired = errors.New("reply expired")
 
 // Demux routes the replies read from a reply queue to the calls waiting
 // for them. It is safe for concurrent use.
@@ -133,9 +141,19 @@ func (d *Demux) Dispatch(msg []byte) error {
 		d.stats.Dropped++
 		d.mu.Unlock()
 		d.log.Warn("pidbox: reply dropped", "err", err)
+		if d.opts.Discarded != nil {
+			reason := "undecodable"
+			if errors.Is(err, errExpired) {
+				reason = "expired"
+			}
+			d.opts.Discarded(reason, 1)
+		}
 		return err
 	}
-	d.route(ticket, r)
+	reason, n := d.route(ticket, r)
+	if n > 0 && d.opts.Discarded != nil {
+		d.opts.Discarded(reason, n)
+	}
 	return nil
 }
 
@@ -149,7 +167,7 @@ func (d *Demux) decode(msg []byte) (reply.Reply, string, error) {
 		return reply.Reply{}, "", fmt.Errorf("%w: reply has no ticket header", wire.ErrMalformed)
 	}
 	if env.Headers.Expired(d.opts.Now()) {
-		return reply.Reply{}, "", fmt.Errorf("reply for ticket %s expired", env.Headers.Ticket)
+		return reply.Reply{}, "", fmt.Errorf("%w: ticket %s", errExpired, env.Headers.Ticket)
 	}
 	c, body, signer, err := d.opts.Open(env)
 	if err != nil {
@@ -171,22 +189,24 @@ func (d *Demux) decode(msg []byte) (reply.Reply, string, error) {
 	return r, env.Headers.Ticket, nil
 }
 
-func (d *Demux) route(ticket string, r reply.Reply) {
+// route delivers or keeps r, and says how many replies it dropped and why.
+func (d *Demux) route(ticket string, r reply.Reply) (reason string, dropped int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		d.stats.Dropped++
-		return
+		return "unclaimed", 1
 	}
 	if in := d.waiting[ticket]; in != nil {
 		if in.put(r, d.opts.MaxPending) {
 			d.stats.Delivered++
-		} else {
-			d.stats.Dropped++
-			d.log.Warn("pidbox: reply dropped: the call is not reading its replies", "ticket", ticket, "node", r.Node, "pending", d.opts.MaxPending)
+			return "", 0
 		}
-		return
+		d.stats.Dropped++
+		d.log.Warn("pidbox: reply dropped: the call is not reading its replies", "ticket", ticket, "node", r.Node, "pending", d.opts.MaxPending)
+		return "overflow", 1
 	}
+	evicted := d.stats.Evicted
 	d.expireLocked()
 	for d.kept >= d.opts.MaxUnclaimed && len(d.order) > 0 {
 		d.evictLocked()
@@ -197,6 +217,7 @@ func (d *Demux) route(ticket string, r reply.Reply) {
 	d.unclaimed[ticket] = append(d.unclaimed[ticket], r)
 	d.kept++
 	d.stats.Kept++
+	return "unclaimed", int(d.stats.Evicted - evicted)
 }
 
 func (d *Demux) expireLocked() {

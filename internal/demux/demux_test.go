@@ -343,3 +343,21 @@ func TestCollectQuietGap(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, got)
 }
+
+// Discarded hears of every reply dropped, with its reason.
+func TestDiscardedReasons(t *testing.T) {
+	got := map[string]int{}
+	d := quietDemux(demux.Options{MaxUnclaimed: 2, MaxPending: 1, Discarded: func(reason string, n int) { got[reason] += n }})
+	in := d.Wait("A")
+	defer in.Close()
+	require.NoError(t, d.Dispatch(pong("A", "w1").encode(t)))
+	require.NoError(t, d.Dispatch(pong("A", "w2").encode(t))) // the call reads nothing: overflow
+	old := pong("A", "w3")
+	old.expires = time.Now().Add(-time.Second)
+	require.Error(t, d.Dispatch(old.encode(t)))
+	require.Error(t, d.Dispatch([]byte("{")))
+	for _, ticket := range []string{"X", "Y", "Z"} { // the third evicts the first
+		require.NoError(t, d.Dispatch(pong(ticket, "w").encode(t)))
+	}
+	assert.Equal(t, map[string]int{"overflow": 1, "expired": 1, "undecodable": 1, "unclaimed": 1}, got)
+}

@@ -28,10 +28,13 @@ type Envelope struct {
 	ContentType string
 	// ContentEncoding is "utf-8" for json and "binary" for msgpack.
 	ContentEncoding string
-	// Headers carries the clock, expiry and ticket.
+	// Headers carries the clock, expiry and ticket, and extra headers.
 	Headers Headers
 	// Properties carries Kombu's routing metadata.
 	Properties Properties
+	// IgnoredHeaders counts the extra headers Decode ignored: not a
+	// string, out of bounds, or beyond MaxExtraHeaders.
+	IgnoredHeaders int
 }
 
 // Headers are the envelope headers pidbox reads and writes.
@@ -43,6 +46,9 @@ type Headers struct {
 	Expires float64
 	// Ticket ties a reply to its request; empty on requests.
 	Ticket string
+	// Extra holds bounded string headers beside those three, such as
+	// trace context; see Header.
+	Extra []Header
 }
 
 // Expired reports whether the message has expired at now.
@@ -107,6 +113,14 @@ func AppendEncode(dst []byte, e *Envelope) []byte {
 		dst = append(dst, `, "ticket": `...)
 		dst = appendString(dst, e.Headers.Ticket)
 	}
+	for _, x := range e.Headers.Extra {
+		if validExtra(x.Key, x.Value) {
+			dst = append(dst, ", "...)
+			dst = appendString(dst, x.Key)
+			dst = append(dst, ": "...)
+			dst = appendString(dst, x.Value)
+		}
+	}
 	p := &e.Properties
 	dst = append(dst, `}, "properties": {"delivery_mode": `...)
 	dst = strconv.AppendInt(dst, int64(p.DeliveryMode), 10)
@@ -136,6 +150,9 @@ func Encode(e *Envelope) []byte {
 func EncodedLen(e *Envelope) int {
 	strs := len(e.ContentType) + len(e.ContentEncoding) + len(e.Headers.Ticket) +
 		len(e.Properties.Exchange) + len(e.Properties.RoutingKey) + len(e.Properties.DeliveryTag)
+	for _, x := range e.Headers.Extra {
+		strs += len(x.Key) + len(x.Value) + 6 // ", " and ": " beside the quotes
+	}
 	// fixed text and numbers < 300 bytes; a string escapes to at most 6x.
 	return 300 + 6*strs + base64.StdEncoding.EncodedLen(len(e.Body))
 }

@@ -1,9 +1,11 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // ReferenceDecode is the envelope decoder written with encoding/json, the
@@ -54,6 +56,9 @@ func referenceDecode(data []byte) (*Envelope, error) {
 		},
 	}
 	var err error
+	if err := referenceExtras(data, e); err != nil {
+		return nil, err
+	}
 	if e.Headers.Clock, err = clockValue(rawText(raw.Headers.Clock)); err != nil {
 		return nil, err
 	}
@@ -114,4 +119,44 @@ func DecodeRequestJSON(data []byte) (*Request, error) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// referenceExtras finds the extra headers with encoding/json: the last
+// "headers" object (as a json.RawMessage keeps it), walked in order.
+func referenceExtras(data []byte, e *Envelope) error {
+	var top struct {
+		Headers json.RawMessage `json:"headers"`
+	}
+	if err := json.Unmarshal(data, &top); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(top.Headers) == 0 || string(top.Headers) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(top.Headers))
+	if _, err := dec.Token(); err != nil { // {
+		return err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		known := false
+		for _, k := range []string{"clock", "expires", "ticket", "compression"} {
+			known = known || strings.EqualFold(key, k)
+		}
+		if known {
+			continue
+		}
+		var str string
+		isString := len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &str) == nil
+		addExtra(e, key, str, isString)
+	}
+	return nil
 }

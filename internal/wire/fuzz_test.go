@@ -30,14 +30,15 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		if !bytes.Equal(e.Body, ref.Body) || e.ContentType != ref.ContentType || e.ContentEncoding != ref.ContentEncoding ||
-			e.Headers != ref.Headers || e.Properties != ref.Properties {
+			!reflect.DeepEqual(e.Headers, ref.Headers) || e.Properties != ref.Properties || e.IgnoredHeaders != ref.IgnoredHeaders {
 			t.Fatalf("decoders disagree on %q:\nfast      %+v\nreference %+v", data, e, ref)
 		}
 		again, err := wire.Decode(wire.Encode(e), 0)
 		if err != nil {
 			t.Fatalf("re-encoded envelope does not decode: %v", err)
 		}
-		if !bytes.Equal(again.Body, e.Body) || again.Headers.Clock != e.Headers.Clock || again.ContentType != e.ContentType {
+		if !bytes.Equal(again.Body, e.Body) || again.Headers.Clock != e.Headers.Clock || again.ContentType != e.ContentType ||
+			!reflect.DeepEqual(again.Headers.Extra, e.Headers.Extra) || again.IgnoredHeaders != 0 {
 			t.Fatalf("round trip changed the envelope: %+v != %+v", again, e)
 		}
 	})

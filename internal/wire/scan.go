@@ -419,6 +419,26 @@ func (s *scanner) route(exchange, routingKey *string) error {
 	})
 }
 
+// extra consumes the value of an unknown header: a string within bounds
+// is kept as an extra header, anything else is skipped and counted. A
+// value's text is copied only when it is kept.
+func (s *scanner) extra(e *Envelope, k []byte) error {
+	if s.peek() != '"' {
+		e.IgnoredHeaders++
+		return s.skip(1)
+	}
+	v, err := s.rawString()
+	if err != nil {
+		return err
+	}
+	if len(k) > MaxHeaderKey || len(v) > MaxHeaderValue {
+		e.IgnoredHeaders++
+		return nil
+	}
+	addExtra(e, internKey(k), string(v), true)
+	return nil
+}
+
 // decodeEnvelope parses an envelope without reflection.
 func decodeEnvelope(data []byte) (*Envelope, error) {
 	s := &scanner{data: data}
@@ -451,6 +471,9 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 		case "content-encoding":
 			e.ContentEncoding, err = s.str()
 		case "headers":
+			// A repeated headers object replaces the extra headers of an
+			// earlier one, as encoding/json replaces a map.
+			e.Headers.Extra, e.IgnoredHeaders = nil, 0
 			err = s.object(func(k []byte) error {
 				var err error
 				switch string(canon(k)) {
@@ -460,8 +483,10 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 					expires, err = s.value()
 				case "ticket":
 					e.Headers.Ticket, err = s.str()
+				case "compression":
+					err = s.skip(1) // Kombu's; never kept or passed on
 				default:
-					err = s.skip(1)
+					err = s.extra(e, k)
 				}
 				return err
 			})

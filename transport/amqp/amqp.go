@@ -671,6 +671,9 @@ func publishing(env *wire.Envelope) amqp091.Publishing {
 	if env.Headers.Ticket != "" {
 		h["ticket"] = env.Headers.Ticket
 	}
+	for _, x := range env.Headers.Extra { // trace context: bounded by wire, never Kombu's keys
+		h[x.Key] = x.Value
+	}
 	return amqp091.Publishing{
 		ContentType:     env.ContentType,
 		ContentEncoding: env.ContentEncoding,
@@ -721,7 +724,38 @@ func envelope(dst []byte, d *amqp091.Delivery) ([]byte, error) {
 	default:
 		return dst, fmt.Errorf("%w: header ticket is a %T", wire.ErrMalformed, v)
 	}
+	extraHeaders(&env.Headers, d.Headers)
 	return wire.AppendEncode(dst, &env), nil
+}
+
+// extraHeaders keeps a delivery's other string headers (trace context) as
+// the envelope's extra headers, in key order, within wire's bounds; the
+// rest are left out, as Kombu leaves them.
+func extraHeaders(h *wire.Headers, table amqp091.Table) {
+	if len(table) <= 3 { // clock, expires, ticket: no extra to look for
+		n := 0
+		for k := range table {
+			if k == "clock" || k == "expires" || k == "ticket" {
+				n++
+			}
+		}
+		if n == len(table) {
+			return
+		}
+	}
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch v := table[k].(type) {
+		case string:
+			h.Set(k, v)
+		case []byte:
+			h.Set(k, string(v))
+		}
+	}
 }
 
 func clockHeader(v any) (uint64, error) {
