@@ -296,12 +296,12 @@ func (t *Transport) errorf(format string, args ...any) error {
 // callers add it.
 func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 	cfg := t.cfg
+	var last *activity // the connection DialConfig dials, once it is up
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		c = &activity{Conn: c, seen: &t.lastSeen}
 		// Bounds the handshake; amqp091 clears it once the connection is open.
 		deadline, ok := ctx.Deadline()
 		if !ok {
@@ -322,10 +322,18 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 			}
 			c = tc
 		}
-		return newSizeGuard(c, t.opts.MaxMessageSize, t.tooLarge), nil
+		last = &activity{Conn: c, seen: &t.lastSeen}
+		return newSizeGuard(last, t.opts.MaxMessageSize, t.tooLarge), nil
 	}
 	conn, err := amqp091.DialConfig(t.ep.url, cfg)
 	if err != nil {
+		// A TLS 1.3 server judges the client's certificate once the
+		// client's handshake is over: its refusal is an alert read while
+		// amqp091 writes, which then reports only the write that failed.
+		var alert *net.OpError
+		if rerr := last.readErr(); errors.As(rerr, &alert) && alert.Op == "remote error" {
+			return nil, fmt.Errorf("the broker refused the TLS connection: %w", rerr)
+		}
 		var ae *amqp091.Error
 		if errors.As(err, &ae) && (ae.Code == amqp091.AccessRefused || ae.Code == amqp091.NotAllowed) {
 			return nil, fmt.Errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
@@ -450,10 +458,12 @@ func (t *Transport) repair(conn *amqp091.Connection, q *queue) {
 	}
 }
 
-// activity records when the broker last sent anything.
+// activity records when the broker last sent anything, and the first
+// error reading from it.
 type activity struct {
 	net.Conn
 	seen *atomic.Int64
+	err  atomic.Pointer[error]
 }
 
 func (a *activity) Read(p []byte) (int, error) {
@@ -461,7 +471,22 @@ func (a *activity) Read(p []byte) (int, error) {
 	if n > 0 {
 		a.seen.Store(time.Now().UnixNano())
 	}
+	if err != nil {
+		a.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// readErr is the first error reading from the connection; nil for a nil
+// activity.
+func (a *activity) readErr() error {
+	if a == nil {
+		return nil
+	}
+	if p := a.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // watchBlocked follows the broker's connection.blocked and

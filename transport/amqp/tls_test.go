@@ -66,7 +66,7 @@ func TestTLSParameters(t *testing.T) {
 		roundTrip(t, tr)
 	})
 
-	refused := func(t *testing.T, u string, opts pidamqp.Options, want ...string) {
+	refused := func(t *testing.T, u string, opts pidamqp.Options, want ...string) string {
 		t.Helper()
 		tr, err := tryOpen(u, opts)
 		if tr != nil {
@@ -81,6 +81,7 @@ func TestTLSParameters(t *testing.T) {
 		assert.NotContains(t, msg, "s3cret-pw")
 		assert.NotContains(t, msg, "PRIVATE KEY")
 		t.Log(msg)
+		return msg
 	}
 	t.Run("system roots by default", func(t *testing.T) {
 		p := trusted(srv)
@@ -98,7 +99,12 @@ func TestTLSParameters(t *testing.T) {
 		p := trusted(srv)
 		p.Del("ssl_certfile")
 		p.Del("ssl_keyfile")
-		refused(t, tlsURL(srv, p), pidamqp.Options{}, "certificate required")
+		// In TLS 1.3 the server judges the client's certificate once the
+		// client's handshake is over. Its alert is read and named when
+		// amqp091 reads first; when it writes first, the write meets the
+		// closed connection.
+		msg := refused(t, tlsURL(srv, p), pidamqp.Options{})
+		assert.Regexp(t, "the broker refused the TLS connection: remote error: tls: certificate required|connection reset by peer|broken pipe|use of closed network connection", msg)
 	})
 	t.Run("host name checked", func(t *testing.T) {
 		refused(t, tlsURL(srv, trusted(srv)), pidamqp.Options{TLS: &tls.Config{ServerName: "elsewhere.test"}}, "elsewhere.test")
