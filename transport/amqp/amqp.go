@@ -140,8 +140,9 @@ type Options struct {
 	// as their content header arrives: the body is skipped unread.
 	// Default 8 MiB.
 	MaxMessageSize int
-	// TLS configures amqps:// connections. Nil verifies the server
-	// against the system roots.
+	// TLS configures amqps:// connections; the URL's ssl_* parameters
+	// apply to a copy of it. Nil verifies the server against the system
+	// roots (or the URL's ssl_ca_certs).
 	TLS *tls.Config
 	// Logger receives connection trouble, recovery and dropped messages.
 	// Nil means slog.Default().
