@@ -146,7 +146,8 @@ func TestMemoryBroker(t *testing.T) {
 
 	r = controller(t, "--broker", "memory://", "inspect", "ping", "--pattern", "worker[12]@.*", "--matcher", "pcre")
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "2 nodes replied.")
+	assert.Contains(t, r.stdout, "->  worker1@demo: OK\n        pong\n", "Celery's output")
+	assert.Contains(t, r.stdout, "2 nodes online.")
 	assert.NotContains(t, r.stdout, "worker3")
 
 	// A destination that does not exist: exit status 3, and the reason.
@@ -234,12 +235,38 @@ func TestWorkersOnRedis(t *testing.T) {
 	r = controller(t, "--broker", url, "--json", "inspect", "stats", "-d", "w1@test")
 	require.Equal(t, 0, r.code, r.stderr)
 	var st struct {
+		PID   int              `json:"pid"`
+		Total map[string]int64 `json:"total"`
+	}
+	require.NoError(t, json.Unmarshal(jsonObject(t, r.stdout)["w1@test"], &st))
+	assert.Positive(t, st.PID)
+	assert.Contains(t, st.Total, "demo.work")
+	r = controller(t, "--broker", url, "inspect", "registered", "-d", "w1@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "    * set_log_level [type=control]\n")
+
+	// Without the Celery vocabulary, pidbox's own stats.
+	w3 := worker(t, url, "w3@test", "--celery=false")
+	r = controller(t, "--broker", url, "--json", "inspect", "stats", "-d", "w3@test")
+	require.Equal(t, 0, r.code, r.stderr)
+	var own struct {
 		Hostname   string   `json:"hostname"`
 		Registered []string `json:"registered"`
 	}
-	require.NoError(t, json.Unmarshal(jsonObject(t, r.stdout)["w1@test"], &st))
-	assert.Equal(t, "w1@test", st.Hostname)
-	assert.Contains(t, st.Registered, "set_log_level")
+	require.NoError(t, json.Unmarshal(jsonObject(t, r.stdout)["w3@test"], &own))
+	assert.Equal(t, "w3@test", own.Hostname)
+	assert.Contains(t, own.Registered, "set_log_level")
+	assert.NotContains(t, own.Registered, "registered")
+
+	// The probe's heartbeat check: w1 sends Celery's worker heartbeats by
+	// default; w3, without the Celery vocabulary, sends none.
+	r = controller(t, "--broker", url, "probe", "-d", "w1@test", "--heartbeat", "--timeout", "5s")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "heartbeat received")
+	r = controller(t, "--broker", url, "probe", "-d", "w3@test", "--heartbeat", "--timeout", "3s")
+	assert.Equal(t, 6, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "probe: readiness failed: w3@test sent no worker heartbeat within 3s")
+	require.NoError(t, w3.Stop(10*time.Second))
 
 	r = controller(t, "--broker", url, "call", "set_log_level", "level=debug", "-d", "w2@test")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -318,7 +345,7 @@ func TestCeleryCommandLineAgainstGoWorker(t *testing.T) {
 	assert.Contains(t, out, "go@celerytest: OK")
 	out, err = celery(t, url, "inspect", "stats")
 	require.NoError(t, err, out)
-	assert.Contains(t, out, `"hostname": "go@celerytest"`)
+	assert.Contains(t, out, `"max-concurrency": 1`)
 
 	// Celery's shutdown sends no reply, so `celery control shutdown` always
 	// reports "No nodes replied" (exit status 69), for Celery workers too.
@@ -363,6 +390,8 @@ func TestControllerAgainstCeleryWorker(t *testing.T) {
 	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--ready", "--timeout", "5s")
 	assert.Equal(t, 5, r.code, r.stdout+r.stderr)
 	assert.Equal(t, "probe: readiness failed: celery@ctl answers ping but consumes no queue\n", r.stdout)
+	r = controller(t, "--broker", url, "probe", "-d", "celery@ctl", "--heartbeat", "--timeout", "3s")
+	assert.Equal(t, 5, r.code, "consumes nothing, so not ready whatever its events: "+r.stdout+r.stderr)
 	r = controller(t, "--broker", url, "probe", "-d", "celery@gone", "--timeout", "300ms")
 	assert.Equal(t, 4, r.code, r.stdout+r.stderr)
 	assert.Contains(t, r.stdout, "probe: liveness failed: celery@gone")

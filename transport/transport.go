@@ -3,7 +3,7 @@
 // library's types in it.
 //
 // A transport moves opaque messages (encoded envelopes, see package wire)
-// between queues bound to exchanges. There are two kinds of exchange:
+// between queues bound to exchanges. There are three kinds of exchange:
 //
 //   - Fanout delivers a message to every queue bound to the exchange whose
 //     consumer is listening at that moment. Like Redis pub/sub it is
@@ -11,6 +11,11 @@
 //   - Direct delivers a message to every queue bound under a routing key
 //     equal to the message's. The queue keeps it until it is received (or,
 //     on brokers with expiry, until the queue's TTL passes).
+//   - Topic delivers a message, once, to every queue with a binding whose
+//     key matches the message's routing key: words separated by ".", "*"
+//     standing for a word and "#" for any number of words (see TopicMatch).
+//     Queues keep messages as a direct exchange's do. Celery's event
+//     exchange, celeryev, is a topic exchange.
 //
 // Implementations: transport/memory (in process) and transport/redis
 // (wire-compatible with Kombu's Redis transport). Every implementation runs
@@ -41,6 +46,9 @@ const (
 	Fanout Kind = "fanout"
 	// Direct delivers to every queue bound under the message's routing key.
 	Direct Kind = "direct"
+	// Topic delivers to every queue bound under a key that matches the
+	// message's routing key (see TopicMatch).
+	Topic Kind = "topic"
 )
 
 // Exchange names an exchange and its kind.
@@ -49,14 +57,21 @@ type Exchange struct {
 	Name string
 	// Kind says how the exchange routes.
 	Kind Kind
+	// Durable asks brokers that declare exchanges (AMQP) for a durable
+	// one. pidbox's exchanges are transient, as kombu/pidbox.py declares
+	// them; Celery's event exchange, celeryev, is durable, as Kombu's
+	// Exchange is by default, and redeclaring it otherwise is refused.
+	// Brokers without declarations (Redis, memory) ignore it.
+	Durable bool
 }
 
 // Binding joins a queue to an exchange under a routing key.
 type Binding struct {
 	// Exchange is the exchange the queue is bound to.
 	Exchange Exchange
-	// RoutingKey selects the messages a direct exchange routes to the queue;
-	// fanout exchanges ignore it.
+	// RoutingKey selects the messages a direct exchange routes to the queue
+	// (by equality) or a topic exchange does (as a pattern, see
+	// TopicMatch); fanout exchanges ignore it.
 	RoutingKey string
 	// Queue is the queue's name, such as "worker1@host.celery.pidbox".
 	Queue string

@@ -42,6 +42,7 @@ type cli struct {
 	timeout                             time.Duration
 	limit                               int
 	jsonOut                             bool
+	celeryKind                          string // inspect, control or status: print as Celery does
 
 	stdout, stderr io.Writer
 	exit           int
@@ -116,8 +117,11 @@ and memory:// for an in-process demo fleet of three workers.`,
 	root.AddCommand(
 		&cobra.Command{Use: "ping", Short: "Ask workers to reply pong", Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return c.call(cmd.Context(), "ping", nil) }},
-		&cobra.Command{Use: "inspect METHOD [key=value ...]", Short: "Query workers (stats, clock, registered, ...)", Args: methodArgs,
-			RunE: func(cmd *cobra.Command, args []string) error { return c.call(cmd.Context(), args[0], args[1:]) }},
+		&cobra.Command{Use: "inspect METHOD [ARGS ...]", Short: "Query workers as `celery inspect` does (stats, registered, active, ...)", Args: methodArgs,
+			Long: "Runs a command with Celery's positional arguments (key=value pairs for\nmethods outside Celery's vocabulary), as `celery inspect` does:\n\n" + vocabulary("inspect"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return c.celeryCall(cmd.Context(), "inspect", args[0], args[1:])
+			}},
 		&cobra.Command{Use: "call METHOD [key=value ...]", Short: "Run a command on workers and print their replies", Args: methodArgs,
 			RunE: func(cmd *cobra.Command, args []string) error { return c.call(cmd.Context(), args[0], args[1:]) }},
 		&cobra.Command{Use: "cast METHOD [key=value ...]", Short: "Send a command and wait for no reply", Args: methodArgs,
@@ -131,6 +135,7 @@ and memory:// for an in-process demo fleet of three workers.`,
 		c.probeCommand(),
 		c.statsCommand(),
 	)
+	root.AddCommand(c.celeryCommands()...)
 	return root
 }
 
@@ -192,6 +197,7 @@ func (c *cli) options() ([]pidbox.CallOption, error) {
 // session is an open mailbox, plus the in-process fleet for memory://.
 type session struct {
 	mb    *pidbox.Mailbox
+	tr    transport.Transport
 	close func()
 }
 
@@ -232,7 +238,7 @@ func (c *cli) open(ctx context.Context) (*session, error) {
 		tr.Close()
 		return nil, err
 	}
-	return &session{mb: mb, close: func() {
+	return &session{mb: mb, tr: tr, close: func() {
 		mb.Close()
 		if fleet != nil {
 			fleet.Stop()
@@ -324,7 +330,11 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 		}
 		fmt.Fprintln(c.stdout, string(out))
 	} else {
-		fmt.Fprintf(c.stdout, "\n%d %s replied.\n", len(order), plural(len(order), "node", "nodes"))
+		if c.celeryKind != "" {
+			c.summaryCelery(len(order))
+		} else {
+			fmt.Fprintf(c.stdout, "\n%d %s replied.\n", len(order), plural(len(order), "node", "nodes"))
+		}
 		if len(duplicates) > 0 {
 			fmt.Fprintf(c.stdout, "Duplicate node names (more than one live node replied as): %s\n", strings.Join(duplicates, ", "))
 		}
@@ -373,6 +383,10 @@ func asJSON(r reply.Reply) json.RawMessage {
 // say prints one reply the way Celery's command line does:
 // "->  name: OK pong", or OK/ERROR followed by the indented value.
 func (c *cli) say(r reply.Reply) {
+	if c.celeryKind != "" {
+		c.sayCelery(r)
+		return
+	}
 	status, body := "OK", asJSON(r)
 	if r.Err != nil {
 		var re *reply.RemoteError

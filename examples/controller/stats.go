@@ -33,20 +33,13 @@ are listed. --json prints the rows and every node's full stats.`,
 	}
 }
 
-// commandRow is one command summed over the fleet.
+// commandRow is one command summed over the fleet: the nodes' handler
+// stats added up, with the node of the latest error.
 type commandRow struct {
-	Command        string  `json:"command"`
-	Nodes          int     `json:"nodes"`
-	Calls          uint64  `json:"calls"`
-	Errors         uint64  `json:"errors"`
-	Running        int     `json:"running"`
-	Waiting        int     `json:"waiting"`
-	TotalSeconds   float64 `json:"total_seconds"`
-	AverageSeconds float64 `json:"average_seconds"`
-	MaxSeconds     float64 `json:"max_seconds"`
-	LastError      string  `json:"last_error,omitempty"`
-	LastErrorNode  string  `json:"last_error_node,omitempty"`
-	LastErrorAt    string  `json:"last_error_at,omitempty"`
+	Command string `json:"command"`
+	Nodes   int    `json:"nodes"`
+	pidbox.HandlerStats
+	LastErrorNode string `json:"last_error_node,omitempty"`
 }
 
 // fleetStats is what `stats --json` prints.

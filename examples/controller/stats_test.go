@@ -73,7 +73,7 @@ func TestStatsView(t *testing.T) {
 	for _, r := range fs.Commands {
 		rows[r.Command] = r
 	}
-	assert.Equal(t, commandRow{Command: "work", Nodes: 2, Calls: 6}, zeroTimes(rows["work"]))
+	assert.Equal(t, commandRow{Command: "work", Nodes: 2, HandlerStats: pidbox.HandlerStats{Calls: 6}}, zeroTimes(rows["work"]))
 	fail := rows["fail"]
 	assert.Equal(t, uint64(2), fail.Calls)
 	assert.Equal(t, uint64(2), fail.Errors)

@@ -2,8 +2,13 @@
 // through pidbox, from the example controller or from Celery's own command
 // line (`celery inspect ping`, `celery control shutdown`).
 //
-// Besides the built-in ping, clock, hello, stats and shutdown it serves
-// four commands of its own, each a typed handler:
+// It serves Celery's whole inspect/control vocabulary (package celery:
+// ping, stats in Celery's shape, registered, revoke, rate_limit, ...) and
+// sends Celery's worker events (worker-online, a worker-heartbeat every
+// 2 s, worker-offline), so `celery inspect`, `celery control`, `celery
+// events` and Flower list it as they list a Celery worker; --celery=false
+// leaves only pidbox's built-ins (ping, clock, hello, stats, shutdown).
+// Besides these it serves commands of its own, each a typed handler:
 //
 //	set_log_level level=debug|info|warn|error
 //	get_config [key=NAME]
@@ -56,6 +61,9 @@ func run(args []string) int {
 		secKey     = fs.String("security-key", "", "PEM private key that signs messages (Celery's security_key)")
 		secCert    = fs.String("security-certificate", "", "PEM certificate of that key (Celery's security_certificate)")
 		secStore   = fs.String("security-cert-store", "", "directory or glob of the PEM certificates whose signatures are trusted (Celery's security_cert_store); with all three, unsigned messages are refused")
+		asCelery   = fs.Bool("celery", true, "serve Celery's inspect/control vocabulary and send Celery's worker events")
+		evSer      = fs.String("event-serializer", "json", "serializer of events: json (what every Celery event receiver accepts) or msgpack")
+		heartbeat  = fs.Float64("heartbeat-interval", 2, "seconds between worker-heartbeat events")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -107,7 +115,16 @@ func run(args []string) int {
 		"queue":      "default",
 	})
 	w.Register(node)
-	go w.Work(ctx)
+	if *asCelery {
+		stopEvents, err := celeryMember(node, tr, url, *evSer, *heartbeat, w, log)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+			return 2
+		}
+		defer stopEvents() // worker-offline, before the transport closes
+	} else {
+		go w.Work(ctx)
+	}
 	if *healthAddr != "" {
 		ln, err := net.Listen("tcp", *healthAddr)
 		if err != nil {

@@ -309,3 +309,24 @@ func (s *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 	return strings.TrimSpace(string(b))
 }
+
+// PatternSubscribers counts the clients holding pattern subscriptions
+// (PSUBSCRIBE), such as Celery's event receivers and fanout consumers: a
+// test waits for it before publishing what they must not miss.
+func (s *Server) PatternSubscribers(ctx context.Context) (int, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	defer c.Close()
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "psub="); ok && v != "0" {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -676,10 +676,15 @@ func (l ctxLock) lockCtx(ctx context.Context) error {
 
 func (l ctxLock) unlock() { <-l }
 
-// declareExchange declares ex exactly as kombu/pidbox.py does.
+// declareExchange declares ex exactly as kombu/pidbox.py does (transient),
+// or durable when ex asks, as Kombu declares Celery's event exchange.
 func declareExchange(ch *amqp091.Channel, ex transport.Exchange) error {
-	if err := ch.ExchangeDeclare(ex.Name, string(ex.Kind), false, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare exchange %q (%s, not durable): %w", ex.Name, ex.Kind, err)
+	if err := ch.ExchangeDeclare(ex.Name, string(ex.Kind), ex.Durable, false, false, false, nil); err != nil {
+		durable := "not durable"
+		if ex.Durable {
+			durable = "durable"
+		}
+		return fmt.Errorf("declare exchange %q (%s, %s): %w", ex.Name, ex.Kind, durable, err)
 	}
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package memory is an in-process pidbox transport with the routing
 // semantics of Kombu's Redis transport: fanout exchanges deliver to the
 // queues listening at that moment, direct exchanges to the queues bound
-// under the routing key, and queues are consumed competitively.
+// under the routing key, topic exchanges to the queues bound under a
+// matching pattern, and queues are consumed competitively.
 //
 // It needs nothing installed, which makes it the embedded default for demos
 // and tests of code built on pidbox. Every queue is bounded, so a flood
@@ -142,6 +143,8 @@ func (b *Broker) Publish(ctx context.Context, ex transport.Exchange, routingKey 
 				}
 			}
 		}
+	case transport.Topic:
+		b.publishTopic(ex, routingKey, msg)
 	default:
 		return fmt.Errorf("memory transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
 	}
@@ -154,7 +157,7 @@ func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding, h transpor
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if bd.Exchange.Kind != transport.Fanout && bd.Exchange.Kind != transport.Direct {
+	if !knownKind(bd.Exchange.Kind) {
 		return nil, fmt.Errorf("memory transport: exchange %q has unknown kind %q", bd.Exchange.Name, bd.Exchange.Kind)
 	}
 	b.mu.Lock()
@@ -184,6 +187,29 @@ func (b *Broker) Subscribe(ctx context.Context, bd transport.Binding, h transpor
 	go s.loop()
 	return s, nil
 }
+
+func knownKind(k transport.Kind) bool {
+	return k == transport.Fanout || k == transport.Direct || k == transport.Topic
+}
+
+// publishTopic pushes msg once to every queue with a binding of ex that
+// matches routingKey; the caller holds the broker lock.
+func (b *Broker) publishTopic(ex transport.Exchange, routingKey string, msg []byte) {
+	var done []string
+	for _, bd := range b.bindings[ex.Name] {
+		if slices.Contains(done, bd.Queue) || !transport.TopicMatch(bd.RoutingKey, routingKey) {
+			continue
+		}
+		done = append(done, bd.Queue)
+		if q := b.queues[bd.Queue]; q != nil {
+			b.push(q, msg)
+		}
+	}
+}
+
+// DriverType names the kind of broker, as Kombu's transport.driver_type
+// does: "memory".
+func (b *Broker) DriverType() string { return "memory" }
 
 // Bindings implements transport.Transport.
 func (b *Broker) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {

@@ -61,7 +61,7 @@ func TestQueueLimitDropsNewest(t *testing.T) {
 func TestUnknownKind(t *testing.T) {
 	b := memory.New(memory.Options{})
 	defer b.Close()
-	ex := transport.Exchange{Name: "x", Kind: "topic"}
+	ex := transport.Exchange{Name: "x", Kind: "headers"}
 	assert.ErrorContains(t, b.Publish(context.Background(), ex, "", nil), "unknown kind")
 	_, err := b.Subscribe(context.Background(), transport.Binding{Exchange: ex, Queue: "q"}, func([]byte) {})
 	assert.ErrorContains(t, err, "unknown kind")

@@ -286,6 +286,8 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 		err = t.client.Publish(ctx, t.topic(ex.Name, routingKey), msg).Err()
 	case transport.Direct:
 		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...).Err()
+	case transport.Topic:
+		err = t.publishTopic(ctx, ex, routingKey, msg)
 	default:
 		return fmt.Errorf("redis transport: exchange %q has unknown kind %q", ex.Name, ex.Kind)
 	}
@@ -322,13 +324,13 @@ func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]tran
 // channel and waits for Redis to confirm; for a direct exchange it starts
 // popping the queue's lists.
 func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transport.Handler) (transport.Subscription, error) {
-	if b.Exchange.Kind != transport.Fanout && b.Exchange.Kind != transport.Direct {
+	if b.Exchange.Kind != transport.Fanout && b.Exchange.Kind != transport.Direct && b.Exchange.Kind != transport.Topic {
 		return nil, fmt.Errorf("redis transport: exchange %q has unknown kind %q", b.Exchange.Name, b.Exchange.Kind)
 	}
 	s := &subscription{
 		t:        t,
 		b:        b,
-		member:   member(b),
+		member:   topicMember(b),
 		h:        h,
 		done:     make(chan struct{}),
 		loopDone: make(chan struct{}),
@@ -342,7 +344,7 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		return nil, err
 	}
 	if b.Exchange.Kind == transport.Fanout {
-		ps, err := t.psubscribe(ctx, t.topic(b.Exchange.Name, b.RoutingKey))
+		ps, err := t.psubscribe(ctx, t.subscribePattern(b))
 		if err != nil {
 			t.remove(s)
 			_ = s.unbind(context.WithoutCancel(ctx))
@@ -389,10 +391,11 @@ func (t *Transport) isClosed() bool {
 }
 
 // psubscribe pattern-subscribes on a fresh connection and waits for the
-// confirmation.
-func (t *Transport) psubscribe(ctx context.Context, channel string) (*goredis.PubSub, error) {
+// confirmation. pattern is a PSUBSCRIBE pattern (see subscribePattern).
+func (t *Transport) psubscribe(ctx context.Context, pattern string) (*goredis.PubSub, error) {
+	channel := pattern
 	ps := t.client.PSubscribe(ctx)
-	if err := ps.PSubscribe(ctx, escapeGlob(channel)); err != nil {
+	if err := ps.PSubscribe(ctx, pattern); err != nil {
 		_ = ps.Close()
 		return nil, t.errorf("subscribe to %s: %w", channel, err)
 	}

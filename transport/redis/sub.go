@@ -145,7 +145,7 @@ func (s *subscription) checkOwner(cmd *goredis.Cmd) {
 // re-establishes it (with the binding) whenever it fails.
 func (s *subscription) runFanout(ps *goredis.PubSub) {
 	defer close(s.loopDone)
-	channel := s.t.topic(s.b.Exchange.Name, s.b.RoutingKey)
+	channel := s.t.subscribePattern(s.b)
 	log := s.t.opts.Logger
 	for {
 		err := s.pump(ps)

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,6 +67,10 @@ func Run(t *testing.T, newTransport Constructor) {
 		{"HandlerCallsAreSequential", testSequentialHandler},
 		{"CloseWaitsForTheHandler", testCloseWaits},
 		{"TransportCloseEndsSubscriptions", testTransportClose},
+		{"TopicRoutesByPattern", testTopicRouting},
+		{"TopicDeliversOncePerQueue", testTopicOncePerQueue},
+		{"TopicKeepsUntilReceived", testTopicKeeps},
+		{"TopicCloseUnbinds", testTopicCloseUnbinds},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -445,4 +450,113 @@ func testTransportClose(t *testing.T, tr transport.Transport, ns string) {
 	_, err = tr.Subscribe(ctxFor(t), transport.Binding{Exchange: fanout(ns), Queue: "m." + ns}, func([]byte) {})
 	assert.ErrorIs(t, err, transport.ErrClosed)
 	assert.Zero(t, calls.Load())
+}
+
+func topic(name string) transport.Exchange {
+	return transport.Exchange{Name: name, Kind: transport.Topic}
+}
+
+// The topic cases keep to what Kombu's virtual exchange and AMQP brokers
+// agree on; transport.TopicMatch documents the corners where they differ.
+func testTopicRouting(t *testing.T, tr transport.Transport, ns string) {
+	ex := topic(ns + "ev")
+	bound := map[string]*sub{}
+	for _, key := range []string{"#", "worker.#", "worker.*", "*.heartbeat", "worker.heartbeat", "task.#", "worker.online", "task.*.x"} {
+		bound[key] = subscribe(t, tr, transport.Binding{Exchange: ex, RoutingKey: key, Queue: key + "." + ns})
+	}
+	want := map[string][]string{
+		"worker.heartbeat": {"#", "worker.#", "worker.*", "*.heartbeat", "worker.heartbeat"},
+		"task.a.x":         {"#", "task.#", "task.*.x"},
+		"other":            {"#"},
+	}
+	for _, key := range []string{"worker.heartbeat", "task.a.x", "other"} {
+		require.NoError(t, tr.Publish(ctxFor(t), ex, key, []byte(key)))
+		for bk, s := range bound {
+			if slices.Contains(want[key], bk) {
+				assert.Equal(t, key, string(receive(t, s)), "binding %q, routing key %q", bk, key)
+			}
+		}
+		for bk, s := range bound {
+			if !slices.Contains(want[key], bk) {
+				select {
+				case m := <-s.ch:
+					t.Errorf("binding %q got %q", bk, m)
+				default:
+				}
+			}
+		}
+	}
+	for _, s := range bound {
+		nothing(t, s)
+	}
+}
+
+func testTopicOncePerQueue(t *testing.T, tr transport.Transport, ns string) {
+	ex := topic(ns + "ev")
+	q := "q." + ns
+	s1 := subscribe(t, tr, transport.Binding{Exchange: ex, RoutingKey: "a.*", Queue: q})
+	ch := make(chan []byte, 16)
+	second, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: ex, RoutingKey: "#", Queue: q}, func(m []byte) { ch <- m })
+	if err != nil {
+		// Some transports (AMQP) bind a queue once per process.
+		t.Skipf("a second binding of one queue is refused: %v", err)
+	}
+	t.Cleanup(func() { _ = second.Close() })
+	s2 := &sub{Subscription: second, ch: ch}
+	require.NoError(t, tr.Publish(ctxFor(t), ex, "a.b", []byte("m")))
+	n := 0
+	deadline := time.After(5 * time.Second)
+	for n == 0 {
+		select {
+		case <-s1.ch:
+			n++
+		case <-s2.ch:
+			n++
+		case <-deadline:
+			t.Fatal("no message within 5s")
+		}
+	}
+	nothing(t, s1)
+	nothing(t, s2)
+}
+
+func testTopicKeeps(t *testing.T, tr transport.Transport, ns string) {
+	ex := topic(ns + "ev")
+	gate := make(chan struct{})
+	ch := make(chan string, 16)
+	s, err := tr.Subscribe(ctxFor(t), transport.Binding{Exchange: ex, RoutingKey: "k.#", Queue: "q." + ns}, func(m []byte) {
+		<-gate // a busy consumer: messages wait in the queue meanwhile
+		ch <- string(m)
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	for i := range 5 {
+		require.NoError(t, tr.Publish(ctxFor(t), ex, fmt.Sprintf("k.%d", i), fmt.Appendf(nil, "m%d", i)))
+	}
+	time.Sleep(quiet)
+	close(gate)
+	for i := range 5 {
+		select {
+		case m := <-ch:
+			assert.Equal(t, fmt.Sprintf("m%d", i), m, "FIFO order")
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d missing", i)
+		}
+	}
+}
+
+func testTopicCloseUnbinds(t *testing.T, tr transport.Transport, ns string) {
+	ex := topic(ns + "ev")
+	b := transport.Binding{Exchange: ex, RoutingKey: "worker.#", Queue: "n." + ns}
+	s := subscribe(t, tr, b)
+	if bs, ok := bindings(t, tr, ex); ok {
+		assert.Contains(t, bs, b)
+	}
+	require.NoError(t, s.Close())
+	if bs, ok := bindings(t, tr, ex); ok {
+		assert.NotContains(t, bs, b)
+	}
+	require.NoError(t, tr.Publish(ctxFor(t), ex, "worker.x", []byte("stale")))
+	s2 := subscribe(t, tr, b)
+	nothing(t, s2)
 }

@@ -244,3 +244,9 @@ type redisLogger struct{ log *slog.Logger }
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
+
+// Processed returns how many units of work the worker has done.
+func (w *Worker) Processed() int64 { return w.processed.Load() }
+
+// Paused reports whether the worker's work is paused.
+func (w *Worker) Paused() bool { return w.paused.Load() }

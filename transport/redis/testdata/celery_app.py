@@ -9,6 +9,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     accept_content=["json", "msgpack"],
+    event_serializer=os.environ.get("PIDBOX_EVENT_SERIALIZER", "json"),
 )
 
 
