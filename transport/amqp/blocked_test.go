@@ -27,8 +27,8 @@ func TestMemoryAlarm(t *testing.T) {
 	t.Cleanup(func() { _ = srv.MemoryAlarm(context.Background(), false) })
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
-			v := variant{kind, "json"}
-			ns := v.namespace("alarm")
+			v := variant{Kind: kind, Serializer: "json"}
+			ns := namespace(v, "alarm")
 			goNode(t, mailbox(t, open(t, withManagement(srv), pidamqp.Options{Heartbeat: 2 * time.Second}), v, ns), "a@h")
 			ctl := mailbox(t, open(t, withManagement(srv), pidamqp.Options{}), v, ns)
 			require.NoError(t, ping(ctl, "a@h", 5*time.Second))
@@ -63,7 +63,7 @@ func TestHealthAcrossClosedConnection(t *testing.T) {
 	vhostURL, err := srv.AddVhost(ctx, "health", false)
 	require.NoError(t, err)
 	mgmt := "?management=" + url.QueryEscape(srv.ManagementURL())
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	n := goNode(t, mailbox(t, open(t, vhostURL+mgmt, pidamqp.Options{Heartbeat: 2 * time.Second, ReconnectMax: 100 * time.Millisecond}), v, "health"), "a@h")
 
 	h := n.Health()
