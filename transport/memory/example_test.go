@@ -14,12 +14,13 @@ func ExampleNew() {
 	tr := memory.New(memory.Options{})
 	defer tr.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 
 	workers, _ := pidbox.New(tr, pidbox.Options{})
 	defer workers.Close()
 	node := workers.NewNode("w1@host", pidbox.NodeOptions{})
-	go func() { _ = node.Serve(ctx) }()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = node.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
 	<-node.Ready()
 
 	mb, _ := pidbox.New(tr, pidbox.Options{})
