@@ -887,11 +887,11 @@ var urlPassword = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)([^@/
 
 const mask = "********"
 
-// Redact returns settings with secrets masked as Celery masks them in its
+// redact returns settings with secrets masked as Celery masks them in its
 // bug reports: values under keys matching API, TOKEN, KEY, SECRET, PASS,
 // SIGNATURE or DATABASE become "********", and URLs under other keys
 // lose their password. Nested maps are redacted too.
-func Redact(settings map[string]any) map[string]any {
+func redact(settings map[string]any) map[string]any {
 	out := make(map[string]any, len(settings))
 	for k, v := range settings {
 		out[k] = redactValue(k, v)
@@ -905,7 +905,7 @@ func redactValue(key string, v any) any {
 	}
 	switch x := v.(type) {
 	case map[string]any:
-		return Redact(x)
+		return redact(x)
 	case string:
 		return urlPassword.ReplaceAllString(x, "${1}"+mask+"@")
 	}
@@ -916,7 +916,7 @@ func (s *State) conf(_ context.Context, r *pidbox.Request) (any, error) {
 	// with_defaults is accepted and has no effect: a Go service has no
 	// defaults apart from its settings.
 	out := map[string]any{}
-	for k, v := range Redact(s.opts.Settings) {
+	for k, v := range redact(s.opts.Settings) {
 		if !strings.HasPrefix(k, "__") {
 			out[k] = v
 		}
@@ -938,7 +938,7 @@ func (s *State) report(context.Context, *pidbox.Request) (any, error) {
 	fmt.Fprintf(&b, "platform -> system:%s arch:%s\n", pySystem(), runtime.GOARCH)
 	fmt.Fprintf(&b, "            kernel version:%s imp:%s\n", kernelRelease(), runtime.Compiler)
 	fmt.Fprintf(&b, "settings -> transport:%s results:disabled\n\n", transport)
-	settings := Redact(s.opts.Settings)
+	settings := redact(s.opts.Settings)
 	keys := make([]string, 0, len(settings))
 	for k := range settings {
 		keys = append(keys, k)

@@ -98,8 +98,8 @@ import (
 // ScopeName is the instrumentation scope of pidbox's tracer and meter.
 const ScopeName = "github.com/gopidbox/pidbox/otel"
 
-// System is the messaging.system attribute value.
-const System = "pidbox"
+// system is the messaging.system attribute value.
+const system = "pidbox"
 
 // MaxCommands bounds the distinct values of the pidbox.command attribute.
 const MaxCommands = 256
@@ -324,7 +324,7 @@ func (o *Observer) command(exchange, method string) *command {
 }
 
 func newCommand(exchange, method string) *command {
-	sys := semconv.MessagingSystemKey.String(System)
+	sys := semconv.MessagingSystemKey.String(system)
 	dest := semconv.MessagingDestinationName(exchange)
 	cmd := keyCommand.String(method)
 	opCall := semconv.MessagingOperationName("call")

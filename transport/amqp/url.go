@@ -32,7 +32,7 @@ type endpoint struct {
 func parseURL(raw string) (endpoint, error) {
 	// Messages show the URL without its query (the management URL would
 	// make them long) and without the password.
-	e := endpoint{redacted: Redact(strings.SplitN(raw, "?", 2)[0])}
+	e := endpoint{redacted: redact(strings.SplitN(raw, "?", 2)[0])}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error quotes the whole URL, password included: keep its cause.
@@ -136,9 +136,9 @@ func (e endpoint) config(opts Options) (amqp091.Config, error) {
 	return c, nil
 }
 
-// Redact returns a URL with its password replaced by "xxxxx", for
+// redact returns a URL with its password replaced by "xxxxx", for
 // messages and logs.
-func Redact(rawURL string) string {
+func redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.User == nil && strings.Contains(rawURL, "@")) {
 		if i := strings.LastIndex(rawURL, "@"); i >= 0 {
@@ -148,7 +148,7 @@ func Redact(rawURL string) string {
 	}
 	q := u.Query()
 	if m := q.Get("management"); m != "" {
-		q.Set("management", Redact(m))
+		q.Set("management", redact(m))
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
