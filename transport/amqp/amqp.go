@@ -3,83 +3,18 @@
 // nodes and controllers talk to each other and to Python processes on the
 // same vhost. It is built on github.com/rabbitmq/amqp091-go.
 //
-// # Exchanges, queues and messages, as Kombu declares them
+//	tr, err := amqp.Open(ctx, "amqp://guest:guest@127.0.0.1:5672//?management=15672", amqp.Options{})
+//	mb, err := pidbox.New(tr, pidbox.Options{})
 //
-// Exchanges are declared exactly as kombu/pidbox.py declares them, since
-// they are shared with Python peers and RabbitMQ refuses a declaration
-// that differs (PRECONDITION_FAILED): "<ns>.pidbox" (fanout for Celery,
-// direct for Kombu's default) and "reply.<ns>.pidbox" (direct), both
-// non-durable and not auto-deleted.
+// Exchanges and queues are declared as Kombu declares them (queues also
+// exclusive, so a node name already served elsewhere is refused), and the
+// transport reconnects and resumes consuming by itself. Publish returns once
+// the broker has confirmed the message. Enable RabbitMQ's management plugin
+// and name it (management= on the URL): without it a broadcast cannot know
+// which nodes to wait for and ends on a quiet gap after the last reply.
 //
-// Queues ("<hostname>.<ns>.pidbox", "<oid>.reply.<ns>.pidbox") are
-// non-durable and auto-deleted, with Celery's x-expires (control_queue_expires,
-// 10 s) and x-message-ttl (control_queue_ttl, 300 s). Unlike Kombu 5.2 they
-// are also exclusive: each belongs to one process, so no peer ever declares
-// the same queue, and RabbitMQ 4.3 and later refuse transient queues that
-// are not exclusive (Kombu and Celery made the same change in 2026). A
-// second process serving a node name that is already served on the broker
-// is therefore refused (RESOURCE_LOCKED) instead of splitting its messages.
-// Consumers do not acknowledge (no_ack), as Kombu's.
-//
-// The transport interface carries Kombu's JSON envelope; AMQP has none. On
-// publish the envelope is decoded into an AMQP message: the raw body,
-// content_type, content_encoding, delivery_mode, priority, and the headers
-// table {clock, expires, ticket}, as Kombu on py-amqp sends them. On
-// delivery an envelope is built back from the message, with delivery_info
-// taken from the delivery's exchange and routing key.
-//
-// # Frames as they arrive
-//
-// The transport reads the connection through a guard below amqp091-go. A
-// message whose content header announces a body above
-// Options.MaxMessageSize has its body skipped as it arrives, unread, and is
-// dropped and logged (rate-limited). py-amqp writes an int above 2^31-1 as a
-// header field of type 'L', which amqp091-go cannot read (it would close the
-// connection): the guard rewrites it to 'l', the same signed 64-bit value.
-// Malformed headers (a clock that is not a number, ...) drop the message
-// with a rate-limited log line; the subscription keeps consuming.
-//
-// # Presence
-//
-// AMQP 0.9.1 cannot list an exchange's bindings. With the management plugin
-// enabled and named (Options.ManagementURL, or management=PORT|URL on the
-// broker URL), Bindings asks RabbitMQ's HTTP API, and because node queues are
-// auto-deleted with their consumer's connection, the bindings it lists are
-// the live nodes: a broadcast returns as soon as they have all replied.
-// Without it Bindings returns an error wrapping transport.ErrUnsupported,
-// and a broadcast with no limit cannot know whom to wait for: it must stop
-// on a quiet gap after the last reply (or its deadline), which is slower by
-// the gap and may miss a node that answers later than the gap. The
-// management API costs an HTTP round trip per broadcast, and a plugin on
-// the broker (its memory; no boot time measurable here, see
-// docs/BENCHMARKS.md).
-//
-// # Staying alive
-//
-// The transport watches its connection (heartbeats included) and every
-// channel. When the connection drops it re-dials with backoff (up to
-// Options.ReconnectMax between tries), declares the exchanges, queues and
-// bindings again, and resumes consuming; subscriptions stay open meanwhile,
-// so Node.Serve keeps running. Like Redis pub/sub, a fanout message sent
-// while a node is reconnecting is lost; calls made during an outage wait
-// for the broker until their context ends and fail with an error naming
-// the broker.
-//
-// Publish returns once the broker has confirmed the message (publisher
-// confirms on the publishing channel; invisible to peers), so a publish
-// is bounded by its context even when the broker accepts the connection
-// but does not answer: a frozen broker, or one that blocks publishers
-// under a resource alarm (connection.blocked, which RabbitMQ sends only
-// once a connection publishes). While blocked, further publishes wait for
-// connection.unblocked until their context ends, without writing; the
-// caller's error then wraps context.DeadlineExceeded (and, from pidbox,
-// ErrBrokerSilent).
-//
-// Subscriptions report their health (transport.HealthReporter, used by
-// Node.Health and package health): live while their queue is consumed,
-// not from the moment its channel or connection closes until it consumes
-// again; last seen is when the broker last sent anything on the
-// connection, a delivery or a heartbeat (every Options.Heartbeat/2).
+// docs/AMQP.md has the detail: declarations, how the envelope maps to
+// frames, presence, reconnection and flow control.
 package amqp
 
 import (
@@ -123,22 +58,28 @@ const (
 // as Celery does.
 type Options struct {
 	// ManagementURL is the base URL of RabbitMQ's management HTTP API,
-	// such as "http://guest:guest@127.0.0.1:15672". It enables Bindings.
-	// The broker URL's management=PORT|URL parameter overrides it.
+	// such as "http://guest:guest@127.0.0.1:15672". It enables Bindings,
+	// which lets a broadcast return as soon as every live node has replied
+	// (an HTTP round trip per broadcast). The broker URL's
+	// management=PORT|URL parameter overrides it.
 	ManagementURL string
 	// QueueExpires is the x-expires argument of declared queues. Default
-	// 10s, Celery's control_queue_expires.
+	// 10s, Celery's control_queue_expires. Queues are non-durable,
+	// auto-deleted and exclusive; exchanges are declared exactly as
+	// kombu/pidbox.py declares them, since RabbitMQ refuses a declaration
+	// that differs from a Python peer's.
 	QueueExpires time.Duration
 	// QueueTTL is the x-message-ttl argument of declared queues. Default
 	// 300s, Celery's control_queue_ttl.
 	QueueTTL time.Duration
 	// Heartbeat is the AMQP heartbeat interval. Default 10s.
 	Heartbeat time.Duration
-	// ReconnectMax caps the backoff between dials. Default 1s.
+	// ReconnectMax caps the backoff between dials when the connection
+	// drops. Default 1s.
 	ReconnectMax time.Duration
 	// MaxMessageSize drops delivered messages whose body is larger,
-	// as their content header arrives: the body is skipped unread.
-	// Default 8 MiB.
+	// as their content header arrives: the body is skipped unread and the
+	// drop logged (rate-limited). Default 8 MiB.
 	MaxMessageSize int
 	// TLS configures amqps:// connections; the URL's ssl_* parameters
 	// apply to a copy of it. Nil verifies the server against the system
@@ -172,6 +113,14 @@ func (o *Options) setDefaults() {
 
 // Transport is a transport.Transport on an AMQP 0.9.1 broker. It is safe
 // for concurrent use.
+//
+// It watches its connection (heartbeats included) and every channel. When
+// the connection drops it re-dials with backoff (up to Options.ReconnectMax
+// between tries), declares the exchanges, queues and bindings again, and
+// resumes consuming; subscriptions stay open meanwhile, so Node.Serve keeps
+// running. As on Redis pub/sub, a fanout message sent while a node is
+// reconnecting is lost; calls made during an outage wait for the broker until
+// their context ends and fail with an error naming the broker.
 type Transport struct {
 	ep   endpoint
 	cfg  amqp091.Config
@@ -568,6 +517,12 @@ func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error)
 // Publish decodes the envelope msg and publishes its body, properties and
 // headers to ex, declaring ex first as Kombu does. When the broker is
 // down it waits for the connection until ctx ends.
+//
+// It returns once the broker has confirmed the message (publisher
+// confirms), so a publish is bounded by ctx even when the broker accepts the
+// connection but does not answer, or blocks publishers under a resource
+// alarm (connection.blocked): while blocked, publishes wait for
+// connection.unblocked until ctx ends, without writing.
 func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
 	env, err := wire.Decode(msg, 0)
 	if err != nil {
@@ -867,6 +822,10 @@ func toFloat(v any) float64 {
 // confirmed the consumer. Subscriptions to one queue name within a
 // transport share its consumer: on a fanout exchange each gets every
 // message, on a direct exchange they take turns.
+//
+// The subscription implements transport.HealthReporter (for Node.Health and
+// package health): live while its queue is consumed; last seen is when the
+// broker last sent anything on the connection, a delivery or a heartbeat.
 func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transport.Handler) (transport.Subscription, error) {
 	conn, err := t.connection(ctx)
 	if err != nil {
@@ -928,9 +887,11 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 	return s, nil
 }
 
-// Bindings lists the queues bound to ex through RabbitMQ's management API.
-// Without one configured it returns an error wrapping
-// transport.ErrUnsupported.
+// Bindings lists the queues bound to ex through RabbitMQ's management API;
+// node queues are deleted with their consumer's connection, so these are
+// the live nodes. Without the API configured (Options.ManagementURL) it
+// returns an error wrapping transport.ErrUnsupported, and a broadcast with no
+// limit must end on a quiet gap after the last reply or on its deadline.
 func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {
 	t.mu.Lock()
 	closed := t.closed
