@@ -1,37 +1,16 @@
 // Package celery makes a Go service a full member of a Celery control
-// plane: Register serves Celery 5.2's whole remote-control vocabulary
-// (every command of celery/worker/control.py, with Celery's argument names
-// and reply shapes) on a pidbox Node, and an Emitter publishes Celery's
-// worker events, so `celery inspect`, `celery control`, `celery events`
-// and Flower see the service as they see a Celery worker.
+// plane, so that `celery inspect`, `celery control`, `celery events` and
+// Flower see it as they see a Celery worker. Register serves Celery 5.2's
+// whole remote-control vocabulary on a pidbox Node, with Celery's argument
+// names and reply shapes; an Emitter publishes Celery's worker events:
 //
-// It is opt-in: the pidbox core never imports it.
+//	em, err := celery.NewEmitter(tr, celery.EmitterOptions{Hostname: node.Hostname(), Clock: mb.Clock()})
+//	state := celery.Register(node, celery.Options{Broker: celery.BrokerFromURL(url), Events: em})
+//	go em.Run(ctx) // worker-online, heartbeats, worker-offline
 //
-// What a Go service does for each command:
-//
-//   - ping, clock, hello, stats (Celery's shape: total, pid, clock, uptime,
-//     pool, broker, prefetch_count, rusage), report, conf (the service's
-//     own settings, secrets redacted), active_queues, registered (the tasks
-//     Options.Tasks reports, then the service's own commands as
-//     "name [type=control]"), memsample, memdump: answered from the
-//     process and Options.
-//   - active, reserved, scheduled, query_task: from Options.Requests;
-//     empty without it.
-//   - revoke, terminate: the ids are kept (`revoked` lists them, `hello`
-//     shares them, IsRevoked tells the service) and Options.Revoke acts.
-//   - rate_limit, time_limit: known tasks (Options.Tasks) get the new
-//     limits, which `registered` shows and Options.RateLimit or
-//     Options.TimeLimit act on; unknown tasks get Celery's "unknown task".
-//   - pool_grow, pool_shrink, autoscale, add_consumer, cancel_consumer:
-//     through their hooks, replying Celery's texts; without a hook, an
-//     error reply saying the worker has no such thing (autoscale's is
-//     Celery's own "ValueError('Autoscale not enabled')").
-//   - enable_events, disable_events, heartbeat: through Options.Events
-//     (an Emitter), as Celery's worker does.
-//   - election: null, as a Celery worker started without gossip replies.
-//   - shutdown: stops the node (Options.Shutdown), no reply.
-//   - objgraph and pool_restart graph Python objects and reload Python
-//     modules: a deliberate error reply wrapping ErrUnsupported.
+// Options connect the commands to the service (its tasks, requests, pool);
+// Register's documentation says what each command answers. It is opt-in:
+// the pidbox core never imports it.
 package celery
 
 import (
@@ -179,9 +158,36 @@ type State struct {
 	memSamples []string
 }
 
-// Register serves Celery's whole remote-control vocabulary on node,
-// replacing pidbox's built-in ping, clock, hello, stats and shutdown with
-// Celery-shaped ones. It returns the state the commands keep.
+// Register serves Celery's whole remote-control vocabulary on node (every
+// command of celery/worker/control.py), replacing pidbox's built-in ping,
+// clock, hello, stats and shutdown with Celery-shaped ones. It returns the
+// state the commands keep.
+//
+// What a Go service does for each command:
+//
+//   - ping, clock, hello, stats (Celery's shape: total, pid, clock, uptime,
+//     pool, broker, prefetch_count, rusage), report, conf (the service's
+//     own settings, secrets redacted), active_queues, registered (the tasks
+//     Options.Tasks reports, then the service's own commands as
+//     "name [type=control]"), memsample, memdump: answered from the
+//     process and Options.
+//   - active, reserved, scheduled, query_task: from Options.Requests;
+//     empty without it.
+//   - revoke, terminate: the ids are kept (`revoked` lists them, `hello`
+//     shares them, IsRevoked tells the service) and Options.Revoke acts.
+//   - rate_limit, time_limit: known tasks (Options.Tasks) get the new
+//     limits, which `registered` shows and Options.RateLimit or
+//     Options.TimeLimit act on; unknown tasks get Celery's "unknown task".
+//   - pool_grow, pool_shrink, autoscale, add_consumer, cancel_consumer:
+//     through their hooks, replying Celery's texts; without a hook, an
+//     error reply saying the worker has no such thing (autoscale's is
+//     Celery's own "ValueError('Autoscale not enabled')").
+//   - enable_events, disable_events, heartbeat: through Options.Events
+//     (an Emitter), as Celery's worker does.
+//   - election: null, as a Celery worker started without gossip replies.
+//   - shutdown: stops the node (Options.Shutdown), no reply.
+//   - objgraph and pool_restart graph Python objects and reload Python
+//     modules: a deliberate error reply wrapping ErrUnsupported.
 func Register(node *pidbox.Node, opts Options) *State {
 	if opts.Concurrency == nil {
 		opts.Concurrency = func() int { return runtime.GOMAXPROCS(0) }
