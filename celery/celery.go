@@ -1,37 +1,16 @@
 // Package celery makes a Go service a full member of a Celery control
-// plane: Register serves Celery 5.2's whole remote-control vocabulary
-// (every command of celery/worker/control.py, with Celery's argument names
-// and reply shapes) on a pidbox Node, and an Emitter publishes Celery's
-// worker events, so `celery inspect`, `celery control`, `celery events`
-// and Flower see the service as they see a Celery worker.
+// plane, so that `celery inspect`, `celery control`, `celery events` and
+// Flower see it as they see a Celery worker. Register serves Celery 5.2's
+// whole remote-control vocabulary on a pidbox Node, with Celery's argument
+// names and reply shapes; an Emitter publishes Celery's worker events:
 //
-// It is opt-in: the pidbox core never imports it.
+//	em, err := celery.NewEmitter(tr, celery.EmitterOptions{Hostname: node.Hostname(), Clock: mb.Clock()})
+//	state := celery.Register(node, celery.Options{Broker: celery.BrokerFromURL(url), Events: em})
+//	go em.Run(ctx) // worker-online, heartbeats, worker-offline
 //
-// What a Go service does for each command:
-//
-//   - ping, clock, hello, stats (Celery's shape: total, pid, clock, uptime,
-//     pool, broker, prefetch_count, rusage), report, conf (the service's
-//     own settings, secrets redacted), active_queues, registered (the tasks
-//     Options.Tasks reports, then the service's own commands as
-//     "name [type=control]"), memsample, memdump: answered from the
-//     process and Options.
-//   - active, reserved, scheduled, query_task: from Options.Requests;
-//     empty without it.
-//   - revoke, terminate: the ids are kept (`revoked` lists them, `hello`
-//     shares them, IsRevoked tells the service) and Options.Revoke acts.
-//   - rate_limit, time_limit: known tasks (Options.Tasks) get the new
-//     limits, which `registered` shows and Options.RateLimit or
-//     Options.TimeLimit act on; unknown tasks get Celery's "unknown task".
-//   - pool_grow, pool_shrink, autoscale, add_consumer, cancel_consumer:
-//     through their hooks, replying Celery's texts; without a hook, an
-//     error reply saying the worker has no such thing (autoscale's is
-//     Celery's own "ValueError('Autoscale not enabled')").
-//   - enable_events, disable_events, heartbeat: through Options.Events
-//     (an Emitter), as Celery's worker does.
-//   - election: null, as a Celery worker started without gossip replies.
-//   - shutdown: stops the node (Options.Shutdown), no reply.
-//   - objgraph and pool_restart graph Python objects and reload Python
-//     modules: a deliberate error reply wrapping ErrUnsupported.
+// Options connect the commands to the service (its tasks, requests, pool);
+// Register's documentation says what each command answers. It is opt-in:
+// the pidbox core never imports it.
 package celery
 
 import (
@@ -179,9 +158,36 @@ type State struct {
 	memSamples []string
 }
 
-// Register serves Celery's whole remote-control vocabulary on node,
-// replacing pidbox's built-in ping, clock, hello, stats and shutdown with
-// Celery-shaped ones. It returns the state the commands keep.
+// Register serves Celery's whole remote-control vocabulary on node (every
+// command of celery/worker/control.py), replacing pidbox's built-in ping,
+// clock, hello, stats and shutdown with Celery-shaped ones. It returns the
+// state the commands keep.
+//
+// What a Go service does for each command:
+//
+//   - ping, clock, hello, stats (Celery's shape: total, pid, clock, uptime,
+//     pool, broker, prefetch_count, rusage), report, conf (the service's
+//     own settings, secrets redacted), active_queues, registered (the tasks
+//     Options.Tasks reports, then the service's own commands as
+//     "name [type=control]"), memsample, memdump: answered from the
+//     process and Options.
+//   - active, reserved, scheduled, query_task: from Options.Requests;
+//     empty without it.
+//   - revoke, terminate: the ids are kept (`revoked` lists them, `hello`
+//     shares them, IsRevoked tells the service) and Options.Revoke acts.
+//   - rate_limit, time_limit: known tasks (Options.Tasks) get the new
+//     limits, which `registered` shows and Options.RateLimit or
+//     Options.TimeLimit act on; unknown tasks get Celery's "unknown task".
+//   - pool_grow, pool_shrink, autoscale, add_consumer, cancel_consumer:
+//     through their hooks, replying Celery's texts; without a hook, an
+//     error reply saying the worker has no such thing (autoscale's is
+//     Celery's own "ValueError('Autoscale not enabled')").
+//   - enable_events, disable_events, heartbeat: through Options.Events
+//     (an Emitter), as Celery's worker does.
+//   - election: null, as a Celery worker started without gossip replies.
+//   - shutdown: stops the node (Options.Shutdown), no reply.
+//   - objgraph and pool_restart graph Python objects and reload Python
+//     modules: a deliberate error reply wrapping ErrUnsupported.
 func Register(node *pidbox.Node, opts Options) *State {
 	if opts.Concurrency == nil {
 		opts.Concurrency = func() int { return runtime.GOMAXPROCS(0) }
@@ -887,11 +893,11 @@ var urlPassword = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)([^@/
 
 const mask = "********"
 
-// Redact returns settings with secrets masked as Celery masks them in its
+// redact returns settings with secrets masked as Celery masks them in its
 // bug reports: values under keys matching API, TOKEN, KEY, SECRET, PASS,
 // SIGNATURE or DATABASE become "********", and URLs under other keys
 // lose their password. Nested maps are redacted too.
-func Redact(settings map[string]any) map[string]any {
+func redact(settings map[string]any) map[string]any {
 	out := make(map[string]any, len(settings))
 	for k, v := range settings {
 		out[k] = redactValue(k, v)
@@ -905,7 +911,7 @@ func redactValue(key string, v any) any {
 	}
 	switch x := v.(type) {
 	case map[string]any:
-		return Redact(x)
+		return redact(x)
 	case string:
 		return urlPassword.ReplaceAllString(x, "${1}"+mask+"@")
 	}
@@ -916,7 +922,7 @@ func (s *State) conf(_ context.Context, r *pidbox.Request) (any, error) {
 	// with_defaults is accepted and has no effect: a Go service has no
 	// defaults apart from its settings.
 	out := map[string]any{}
-	for k, v := range Redact(s.opts.Settings) {
+	for k, v := range redact(s.opts.Settings) {
 		if !strings.HasPrefix(k, "__") {
 			out[k] = v
 		}
@@ -938,7 +944,7 @@ func (s *State) report(context.Context, *pidbox.Request) (any, error) {
 	fmt.Fprintf(&b, "platform -> system:%s arch:%s\n", pySystem(), runtime.GOARCH)
 	fmt.Fprintf(&b, "            kernel version:%s imp:%s\n", kernelRelease(), runtime.Compiler)
 	fmt.Fprintf(&b, "settings -> transport:%s results:disabled\n\n", transport)
-	settings := Redact(s.opts.Settings)
+	settings := redact(s.opts.Settings)
 	keys := make([]string, 0, len(settings))
 	for k := range settings {
 		keys = append(keys, k)

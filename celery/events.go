@@ -20,10 +20,11 @@ import (
 	"github.com/gopidbox/pidbox/transport"
 )
 
+// eventExchangeName is Celery's event_exchange.
+const eventExchangeName = "celeryev"
+
 // Celery's event defaults.
 const (
-	// EventExchangeName is Celery's event_exchange.
-	EventExchangeName = "celeryev"
 	// DefaultHeartbeatInterval is Celery's heartbeat frequency.
 	DefaultHeartbeatInterval = 2 * time.Second
 	// SoftwareIdent is the sw_ident a Go worker's events carry (Celery's
@@ -41,7 +42,7 @@ func EventExchange(tr transport.Transport) transport.Exchange {
 	if d, ok := tr.(interface{ DriverType() string }); ok && d.DriverType() == "redis" {
 		kind = transport.Fanout
 	}
-	return transport.Exchange{Name: EventExchangeName, Kind: kind, Durable: true}
+	return transport.Exchange{Name: eventExchangeName, Kind: kind, Durable: true}
 }
 
 // EmitterOptions configure an Emitter.
@@ -381,7 +382,7 @@ func Receive(ctx context.Context, tr transport.Transport, opts ReceiveOptions, h
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	b := transport.Binding{Exchange: opts.Exchange, RoutingKey: opts.RoutingKey, Queue: EventExchangeName + "." + uuid.NewString()}
+	b := transport.Binding{Exchange: opts.Exchange, RoutingKey: opts.RoutingKey, Queue: eventExchangeName + "." + uuid.NewString()}
 	var bad time.Time
 	sub, err := tr.Subscribe(ctx, b, func(msg []byte) {
 		evs, err := decodeEvents(msg, opts)

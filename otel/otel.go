@@ -5,75 +5,15 @@
 //	obs, err := otel.New(otel.Options{}) // the global providers and propagator
 //	mb, err := pidbox.New(tr, pidbox.Options{Observer: obs})
 //
-// The trace context of every call travels in the message headers
-// (traceparent and tracestate with the W3C propagator, beside Kombu's
-// clock, expires and ticket, which Kombu's own nodes ignore), so a node's
-// span is a child of the caller's.
+// A call makes a "call <command>" span with one event per reply, and each
+// node a "process <command>" span, its child: the trace context travels in
+// the message headers (Kombu's own nodes ignore it). Spans and metrics
+// follow the OpenTelemetry semantic conventions for messaging.
 //
 // It uses the OpenTelemetry API alone; a program brings the SDK and its
-// exporters. It costs nothing when tracing and metrics are off: with noop
-// providers, or with the global ones before an SDK is installed, no span
-// is started, nothing is injected and no attribute is built.
+// exporters. With tracing and metrics off it costs nothing.
 //
-// # Names
-//
-// Spans and metrics follow the OpenTelemetry semantic conventions for
-// messaging, pinned to version 1.43.0 (semconv.SchemaURL). Where the
-// conventions have no name, pidbox uses its own, under "pidbox.":
-//
-// Spans:
-//   - "call <command>" (kind producer; "cast <command>" for a cast): one
-//     per call, from start to the end of gathering. Attributes:
-//     messaging.system "pidbox", messaging.operation.type "send",
-//     messaging.operation.name "call" or "cast", messaging.destination.name
-//     (the exchange), messaging.message.conversation_id (the ticket),
-//     pidbox.command, pidbox.limit, pidbox.timeout (seconds), and at the
-//     end pidbox.replies, pidbox.expected (-1: unknown) and
-//     pidbox.outcome: all_replied, limit, deadline, quiet, cancelled,
-//     failed or sent. A call that ends with an error (nodes missing at
-//     the deadline, say) has status Error.
-//   - one event "pidbox.reply" on the call span per reply, not a child
-//     span: pidbox.node, pidbox.reply.latency (seconds since the call
-//     started), and pidbox.reply.error (its text) for an error reply.
-//   - "process <command>" (kind consumer): one per command a node
-//     handles, a child of the caller's span (or, with Options.Links, a
-//     root span linked to it). Attributes: the messaging ones above with
-//     messaging.operation.type and messaging.operation.name "process",
-//     messaging.client.id (the node's name), and error.type with status
-//     Error when the handler failed. Messages not addressed to the node,
-//     expired or unknown make no span; they are counted.
-//
-// Metrics (attributes of low cardinality only: never a node's name or a
-// ticket; the node's identity belongs in the resource):
-//   - messaging.client.operation.duration (s, histogram): a call's
-//     duration; messaging.operation.name call or cast, pidbox.command,
-//     pidbox.outcome.
-//   - messaging.client.sent.messages ({message}, counter): commands sent;
-//     pidbox.command, error.type when sending failed.
-//   - pidbox.call.replies ({reply}, histogram): replies per call;
-//     pidbox.command, pidbox.outcome.
-//   - pidbox.reply.duration (s, histogram): each reply's latency from the
-//     call's start; pidbox.command, pidbox.reply.outcome (replied or
-//     failed).
-//   - pidbox.replies.discarded ({reply}, counter): replies no call took;
-//     pidbox.reason: expired, unclaimed, undecodable or overflow.
-//   - messaging.process.duration (s, histogram): a node's handler
-//     duration; pidbox.command, error.type (timeout, panic,
-//     bad_arguments, _OTHER) when it failed.
-//   - pidbox.messages.skipped ({message}, counter): messages a node did
-//     not handle; pidbox.reason: not_addressed, expired, unknown_command
-//     or undecodable.
-//   - pidbox.handlers.active ({command}, up-down counter): handlers
-//     running; pidbox.command.
-//   - pidbox.backlog.waits and pidbox.backlog.refusals ({command},
-//     counters): commands that waited for a free slot of their handler,
-//     and commands refused with its backlog full; pidbox.command.
-//   - pidbox.headers.ignored ({header}, counter): extra headers ignored;
-//     pidbox.reason: invalid (not a string, out of bounds, too many) or
-//     trace_context (a trace context the propagator could not read).
-//
-// The pidbox.command attribute takes at most 256 distinct values per
-// Observer; further commands are counted as "_OTHER".
+// docs/OBSERVABILITY.md lists every span, metric and attribute.
 package otel
 
 import (
@@ -98,10 +38,11 @@ import (
 // ScopeName is the instrumentation scope of pidbox's tracer and meter.
 const ScopeName = "github.com/gopidbox/pidbox/otel"
 
-// System is the messaging.system attribute value.
-const System = "pidbox"
+// system is the messaging.system attribute value.
+const system = "pidbox"
 
-// MaxCommands bounds the distinct values of the pidbox.command attribute.
+// MaxCommands bounds the distinct values of the pidbox.command attribute
+// per Observer; further commands are counted as "_OTHER".
 const MaxCommands = 256
 
 // Options configure an Observer. The zero value uses the global
@@ -124,6 +65,14 @@ type Options struct {
 
 // Observer traces and measures pidbox calls and commands; it implements
 // pidbox.Observer. It is safe for concurrent use.
+//
+// Spans: "call <command>" (kind producer; "cast <command>" for a cast) from
+// a call's start to the end of gathering, with one "pidbox.reply" event per
+// reply and status Error when the call ends with an error; "process
+// <command>" (kind consumer) for each command a node handles, a child of the
+// caller's span (with Options.Links, a root span linked to it). Metrics carry
+// attributes of low cardinality only, never a node's name or a ticket.
+// docs/OBSERVABILITY.md lists every name and attribute.
 type Observer struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
@@ -145,7 +94,11 @@ type Observer struct {
 
 type cmdKey struct{ exchange, method string }
 
-// New returns an Observer.
+// New returns an Observer. The trace context of every call is injected into
+// the message headers with the propagator (traceparent and tracestate with
+// the W3C one), beside Kombu's clock, expires and ticket. With noop
+// providers, or with the global ones before an SDK is installed, no span is
+// started, nothing is injected and no attribute is built.
 func New(opts Options) (*Observer, error) {
 	tp := opts.TracerProvider
 	if tp == nil {
@@ -324,7 +277,7 @@ func (o *Observer) command(exchange, method string) *command {
 }
 
 func newCommand(exchange, method string) *command {
-	sys := semconv.MessagingSystemKey.String(System)
+	sys := semconv.MessagingSystemKey.String(system)
 	dest := semconv.MessagingDestinationName(exchange)
 	cmd := keyCommand.String(method)
 	opCall := semconv.MessagingOperationName("call")

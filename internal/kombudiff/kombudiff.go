@@ -41,9 +41,9 @@ type Broker struct {
 }
 
 // Tap reports the messages published on a broker. On Redis, NewRedisTap
-// uses MONITOR. On RabbitMQ, RabbitMQ's firehose (rabbitmqctl trace_on, a
-// queue bound to amq.rabbitmq.trace with "publish.#") sees every publish
-// with its properties; MessageFields turns each into Frame.Fields.
+// uses MONITOR. On RabbitMQ, NewRabbitTap reads RabbitMQ's firehose
+// (rabbitmqctl trace_on, a queue bound to amq.rabbitmq.trace with
+// "publish.#"), which sees every publish with its properties.
 type Tap interface {
 	// Sync returns the messages published since the previous Sync; every
 	// publish that returned before Sync was called is included.

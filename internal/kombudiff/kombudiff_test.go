@@ -20,10 +20,6 @@ func TestRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.AllowNoTTL("_kombu.") // Kombu's binding sets
 	quiet := slog.New(slog.DiscardHandler)
-	controller := filepath.Join(t.TempDir(), "controller")
-	if out, err := exec.Command("go", "build", "-o", controller, "github.com/gopidbox/pidbox/examples/controller").CombinedOutput(); err != nil {
-		t.Fatalf("build the controller: %v\n%s", err, out)
-	}
 	kombudiff.Run(t, kombudiff.Broker{
 		Name:     "redis",
 		KombuURL: [2]string{srv.URL(1), srv.URL(2)},
@@ -34,6 +30,16 @@ func TestRedis(t *testing.T) {
 		Tap: func(ctx context.Context) (kombudiff.Tap, error) {
 			return kombudiff.NewRedisTap(ctx, srv.Addr(), [2]int{1, 2})
 		},
-		Controller: controller,
+		Controller: buildController(t),
 	})
+}
+
+// buildController builds examples/controller for the suite.
+func buildController(t *testing.T) string {
+	t.Helper()
+	controller := filepath.Join(t.TempDir(), "controller")
+	if out, err := exec.Command("go", "build", "-o", controller, "github.com/gopidbox/pidbox/examples/controller").CombinedOutput(); err != nil {
+		t.Fatalf("build the controller: %v\n%s", err, out)
+	}
+	return controller
 }

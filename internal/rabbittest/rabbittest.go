@@ -1,7 +1,8 @@
 // Package rabbittest runs a real rabbitmq-server for tests and benchmarks:
 // Debian's package, started as root from its own script with a private
 // HOME (and so Erlang cookie), node name, loopback ports, data and log
-// directories, and the management plugin. There is no mock.
+// directories, the management plugin, and a TLS listener with
+// certificates of a test CA (internal/certtest). There is no mock.
 //
 // The broker takes seconds to boot, so a test binary shares one: the
 // first Get starts it and Main, called from TestMain, stops it after the
@@ -16,8 +17,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gopidbox/pidbox/internal/certtest"
 )
 
 // Script is the broker's own start script. The packaged
@@ -42,8 +47,11 @@ type Server struct {
 	dir      string
 	node     string
 	port     int // AMQP
+	tlsPort  int // AMQP over TLS
 	httpPort int // management
 	distPort int
+	ca       *certtest.Cert
+	client   *certtest.Cert
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	exit     chan struct{}
@@ -112,16 +120,28 @@ func Launch(dir string) (*Server, error) {
 	}
 	s := &Server{dir: dir}
 	var err error
-	for _, p := range []*int{&s.port, &s.httpPort, &s.distPort} {
+	for _, p := range []*int{&s.port, &s.tlsPort, &s.httpPort, &s.distPort} {
 		if *p, err = freePort(); err != nil {
 			return nil, err
 		}
 	}
 	s.node = fmt.Sprintf("pidbox%d@localhost", s.port)
+	// The TLS listener verifies clients: each must present a certificate
+	// of the test CA.
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.Mkdir(tlsDir, 0o700); err != nil {
+		return nil, err
+	}
+	s.ca = certtest.NewCA(nil, tlsDir, "ca", certtest.Spec{CommonName: "rabbittest CA"})
+	server := certtest.Issue(nil, tlsDir, "server", s.ca, certtest.Spec{CommonName: "localhost", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	s.client = certtest.Issue(nil, tlsDir, "client", s.ca, certtest.Spec{CommonName: "pidbox client", Client: true})
 	files := map[string]string{
 		"enabled_plugins": "[rabbitmq_management].\n",
 		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n"+
-			"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", s.port, s.httpPort),
+			"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
+			"listeners.ssl.default = 127.0.0.1:%d\nssl_options.cacertfile = %s\nssl_options.certfile = %s\nssl_options.keyfile = %s\n"+
+			"ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
+			s.port, s.httpPort, s.tlsPort, s.ca.CertFile, server.CertFile, server.KeyFile),
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -228,6 +248,18 @@ func (s *Server) URL() string { return "amqp://guest:guest@" + s.Addr() + "//" }
 
 // ManagementURL is the management API's base URL, without credentials.
 func (s *Server) ManagementURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) }
+
+// TLSAddr is the AMQP-over-TLS listener's host:port. Its certificate,
+// made by CA, names localhost and 127.0.0.1; it verifies clients and
+// refuses one without a certificate of CA (ClientCert is one).
+func (s *Server) TLSAddr() string { return "127.0.0.1:" + strconv.Itoa(s.tlsPort) }
+
+// CA is the test CA that signed the TLS listener's and ClientCert's
+// certificates.
+func (s *Server) CA() *certtest.Cert { return s.ca }
+
+// ClientCert is a client certificate the TLS listener accepts.
+func (s *Server) ClientCert() *certtest.Cert { return s.client }
 
 // Node is the broker's Erlang node name.
 func (s *Server) Node() string { return s.node }
@@ -340,4 +372,91 @@ func (s *Server) Log() string {
 		b.Write(data)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// API sends a request to the management API as guest, with body as JSON
+// (none when empty), and returns the response body. A status other than
+// 2xx is an error naming the request.
+func (s *Server) API(ctx context.Context, method, path, body string) ([]byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.ManagementURL()+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	req.SetBasicAuth("guest", "guest")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("rabbittest: %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("rabbittest: %s %s: %s: %s", method, path, resp.Status, out)
+	}
+	return out, nil
+}
+
+// AddVhost creates the virtual host name, if it does not exist, with every
+// permission for guest. With tracing, RabbitMQ's firehose publishes a copy
+// of every message published on it to its amq.rabbitmq.trace exchange
+// (rabbitmqctl trace_on). It returns the vhost's amqp:// URL as guest.
+func (s *Server) AddVhost(ctx context.Context, name string, tracing bool) (string, error) {
+	p := url.PathEscape(name)
+	if _, err := s.API(ctx, http.MethodPut, "/api/vhosts/"+p, fmt.Sprintf(`{"tracing": %t}`, tracing)); err != nil {
+		return "", err
+	}
+	if _, err := s.API(ctx, http.MethodPut, "/api/permissions/"+p+"/guest", `{"configure": ".*", "write": ".*", "read": ".*"}`); err != nil {
+		return "", err
+	}
+	return "amqp://guest:guest@" + s.Addr() + "/" + p, nil
+}
+
+// Ctl runs rabbitmqctl (the broker's own script, as for the server) with
+// args against this broker's node, with its Erlang cookie, and returns its
+// output. It fails when ctx ends or rabbitmqctl exits non-zero.
+func (s *Server) Ctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(Script), "rabbitmqctl"), append([]string{"-n", s.node}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+s.dir, "RABBITMQ_NODENAME="+s.node)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbittest: rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// MemoryAlarm sets off the broker's memory alarm (on) or clears it, with
+// rabbitmqctl set_vm_memory_high_watermark (a tiny fraction, or the
+// default 0.6), and returns once the broker's alarm list says so. While it
+// is on, RabbitMQ blocks every connection that publishes
+// (connection.blocked): it stops reading it, so nothing sent on it is
+// answered.
+func (s *Server) MemoryAlarm(ctx context.Context, on bool) error {
+	mark := "0.6"
+	if on {
+		mark = "0.0000001"
+	}
+	if _, err := s.Ctl(ctx, "set_vm_memory_high_watermark", mark); err != nil {
+		return err
+	}
+	for {
+		out, err := s.Ctl(ctx, "eval", "rabbit_alarm:get_alarms().")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(out, "resource_limit,memory") == on {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rabbittest: memory alarm not %t: %w (%s)", on, ctx.Err(), out)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -3,67 +3,18 @@
 // nodes and controllers talk to each other and to Python processes on the
 // same vhost. It is built on github.com/rabbitmq/amqp091-go.
 //
-// # Exchanges, queues and messages, as Kombu declares them
+//	tr, err := amqp.Open(ctx, "amqp://guest:guest@127.0.0.1:5672//?management=15672", amqp.Options{})
+//	mb, err := pidbox.New(tr, pidbox.Options{})
 //
-// Exchanges are declared exactly as kombu/pidbox.py declares them, since
-// they are shared with Python peers and RabbitMQ refuses a declaration
-// that differs (PRECONDITION_FAILED): "<ns>.pidbox" (fanout for Celery,
-// direct for Kombu's default) and "reply.<ns>.pidbox" (direct), both
-// non-durable and not auto-deleted.
+// Exchanges and queues are declared as Kombu declares them (queues also
+// exclusive, so a node name already served elsewhere is refused), and the
+// transport reconnects and resumes consuming by itself. Publish returns once
+// the broker has confirmed the message. Enable RabbitMQ's management plugin
+// and name it (management= on the URL): without it a broadcast cannot know
+// which nodes to wait for and ends on a quiet gap after the last reply.
 //
-// Queues ("<hostname>.<ns>.pidbox", "<oid>.reply.<ns>.pidbox") are
-// non-durable and auto-deleted, with Celery's x-expires (control_queue_expires,
-// 10 s) and x-message-ttl (control_queue_ttl, 300 s). Unlike Kombu 5.2 they
-// are also exclusive: each belongs to one process, so no peer ever declares
-// the same queue, and RabbitMQ 4.3 and later refuse transient queues that
-// are not exclusive (Kombu and Celery made the same change in 2026). A
-// second process serving a node name that is already served on the broker
-// is therefore refused (RESOURCE_LOCKED) instead of splitting its messages.
-// Consumers do not acknowledge (no_ack), as Kombu's.
-//
-// The transport interface carries Kombu's JSON envelope; AMQP has none. On
-// publish the envelope is decoded into an AMQP message: the raw body,
-// content_type, content_encoding, delivery_mode, priority, and the headers
-// table {clock, expires, ticket}, as Kombu on py-amqp sends them. On
-// delivery an envelope is built back from the message, with delivery_info
-// taken from the delivery's exchange and routing key.
-//
-// # Frames as they arrive
-//
-// The transport reads the connection through a guard below amqp091-go. A
-// message whose content header announces a body above
-// Options.MaxMessageSize has its body skipped as it arrives, unread, and is
-// dropped and logged (rate-limited). py-amqp writes an int above 2^31-1 as a
-// header field of type 'L', which amqp091-go cannot read (it would close the
-// connection): the guard rewrites it to 'l', the same signed 64-bit value.
-// Malformed headers (a clock that is not a number, ...) drop the message
-// with a rate-limited log line; the subscription keeps consuming.
-//
-// # Presence
-//
-// AMQP 0.9.1 cannot list an exchange's bindings. With the management plugin
-// enabled and named (Options.ManagementURL, or management=PORT|URL on the
-// broker URL), Bindings asks RabbitMQ's HTTP API, and because node queues are
-// auto-deleted with their consumer's connection, the bindings it lists are
-// the live nodes: a broadcast returns as soon as they have all replied.
-// Without it Bindings returns an error wrapping transport.ErrUnsupported,
-// and a broadcast with no limit cannot know whom to wait for: it must stop
-// on a quiet gap after the last reply (or its deadline), which is slower by
-// the gap and may miss a node that answers later than the gap. The
-// management API costs an HTTP round trip per broadcast, and a plugin on
-// the broker (its memory; no boot time measurable here, see
-// docs/BENCHMARKS.md).
-//
-// # Staying alive
-//
-// The transport watches its connection (heartbeats included) and every
-// channel. When the connection drops it re-dials with backoff (up to
-// Options.ReconnectMax between tries), declares the exchanges, queues and
-// bindings again, and resumes consuming; subscriptions stay open meanwhile,
-// so Node.Serve keeps running. Like Redis pub/sub, a fanout message sent
-// while a node is reconnecting is lost; calls made during an outage wait
-// for the broker until their context ends and fail with an error naming
-// the broker.
+// docs/AMQP.md has the detail: declarations, how the envelope maps to
+// frames, presence, reconnection and flow control.
 package amqp
 
 import (
@@ -82,6 +33,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox/internal/ratelog"
+	"github.com/gopidbox/pidbox/internal/tlsurl"
 	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/transport"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -106,25 +58,32 @@ const (
 // as Celery does.
 type Options struct {
 	// ManagementURL is the base URL of RabbitMQ's management HTTP API,
-	// such as "http://guest:guest@127.0.0.1:15672". It enables Bindings.
-	// The broker URL's management=PORT|URL parameter overrides it.
+	// such as "http://guest:guest@127.0.0.1:15672". It enables Bindings,
+	// which lets a broadcast return as soon as every live node has replied
+	// (an HTTP round trip per broadcast). The broker URL's
+	// management=PORT|URL parameter overrides it.
 	ManagementURL string
 	// QueueExpires is the x-expires argument of declared queues. Default
-	// 10s, Celery's control_queue_expires.
+	// 10s, Celery's control_queue_expires. Queues are non-durable,
+	// auto-deleted and exclusive; exchanges are declared exactly as
+	// kombu/pidbox.py declares them, since RabbitMQ refuses a declaration
+	// that differs from a Python peer's.
 	QueueExpires time.Duration
 	// QueueTTL is the x-message-ttl argument of declared queues. Default
 	// 300s, Celery's control_queue_ttl.
 	QueueTTL time.Duration
 	// Heartbeat is the AMQP heartbeat interval. Default 10s.
 	Heartbeat time.Duration
-	// ReconnectMax caps the backoff between dials. Default 1s.
+	// ReconnectMax caps the backoff between dials when the connection
+	// drops. Default 1s.
 	ReconnectMax time.Duration
 	// MaxMessageSize drops delivered messages whose body is larger,
-	// as their content header arrives: the body is skipped unread.
-	// Default 8 MiB.
+	// as their content header arrives: the body is skipped unread and the
+	// drop logged (rate-limited). Default 8 MiB.
 	MaxMessageSize int
-	// TLS configures amqps:// connections. Nil verifies the server
-	// against the system roots.
+	// TLS configures amqps:// connections; the URL's ssl_* parameters
+	// apply to a copy of it. Nil verifies the server against the system
+	// roots (or the URL's ssl_ca_certs).
 	TLS *tls.Config
 	// Logger receives connection trouble, recovery and dropped messages.
 	// Nil means slog.Default().
@@ -154,6 +113,14 @@ func (o *Options) setDefaults() {
 
 // Transport is a transport.Transport on an AMQP 0.9.1 broker. It is safe
 // for concurrent use.
+//
+// It watches its connection (heartbeats included) and every channel. When
+// the connection drops it re-dials with backoff (up to Options.ReconnectMax
+// between tries), declares the exchanges, queues and bindings again, and
+// resumes consuming; subscriptions stay open meanwhile, so Node.Serve keeps
+// running. As on Redis pub/sub, a fanout message sent while a node is
+// reconnecting is lost; calls made during an outage wait for the broker until
+// their context ends and fail with an error naming the broker.
 type Transport struct {
 	ep   endpoint
 	cfg  amqp091.Config
@@ -176,8 +143,17 @@ type Transport struct {
 	closed  bool
 	queues  map[string]*queue
 
-	pubLock  ctxLock // guards pub, pubConn, declared
-	pub      *amqp091.Channel
+	// blocked is non-nil while the broker blocks this connection's
+	// publishers (connection.blocked: a resource alarm); it is closed when
+	// it unblocks. Guarded by mu.
+	blocked     chan struct{}
+	blockReason string
+	// lastSeen is when the broker last sent anything on the connection
+	// (unix nanoseconds): a frame, a heartbeat.
+	lastSeen atomic.Int64
+
+	pubLock  ctxLock          // guards pub, pubConn, declared
+	pub      *amqp091.Channel // in confirm mode
 	pubConn  *amqp091.Connection
 	declared map[string]bool // exchanges declared on pub
 
@@ -197,6 +173,16 @@ var _ transport.Transport = (*Transport)(nil)
 //	amqps://...                       TLS
 //	pyamqp://..., librabbitmq://...   Kombu's spellings of amqp://
 //
+// An amqps:// URL takes the TLS parameters the Redis transport takes on
+// rediss://, with the same names and meaning (they apply on top of
+// Options.TLS):
+//
+//	ssl_cert_reqs=required|optional|none   verify the server's certificate; default required
+//	ssl_ca_certs=/path/ca.pem              the CAs to verify it against; default the system's
+//	ssl_certfile=/path/client.pem          a client certificate, with
+//	ssl_keyfile=/path/client.key           its private key
+//	ssl_check_hostname=true|false          whether the certificate must name the host; default true
+//
 // As in Kombu, "amqp://host//" and "amqp://host/" both name the vhost "/".
 // management=PORT (on the broker's host, with the URL's credentials) or
 // management=URL (escaped) names the management API, see Options. Errors
@@ -207,12 +193,19 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		return nil, err
 	}
 	opts.setDefaults()
+	cfg, err := ep.config(opts)
+	if err != nil {
+		return nil, err
+	}
+	if tlsurl.Unverified(cfg.TLSClientConfig) {
+		opts.Logger.Warn("amqp transport: ssl_cert_reqs=none: the server's certificate is not verified, so anyone on the path can pose as it", "broker", ep.redacted)
+	}
 	if ep.management == "" && opts.ManagementURL != "" {
 		ep.management = opts.ManagementURL
 	}
 	t := &Transport{
 		ep:      ep,
-		cfg:     ep.config(opts),
+		cfg:     cfg,
 		opts:    opts,
 		log:     opts.Logger,
 		drop:    ratelog.New(opts.Logger, "broker", ep.redacted),
@@ -236,6 +229,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	}
 	t.conn = conn
 	close(t.up)
+	t.watchBlocked(conn)
 	t.wg.Add(1)
 	go t.supervise(conn)
 	return t, nil
@@ -252,6 +246,7 @@ func (t *Transport) errorf(format string, args ...any) error {
 // callers add it.
 func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 	cfg := t.cfg
+	var last *activity // the connection DialConfig dials, once it is up
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
@@ -273,14 +268,22 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 			tc := tls.Client(c, tcfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				c.Close()
-				return nil, err
+				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 			}
 			c = tc
 		}
-		return newSizeGuard(c, t.opts.MaxMessageSize, t.tooLarge), nil
+		last = &activity{Conn: c, seen: &t.lastSeen}
+		return newSizeGuard(last, t.opts.MaxMessageSize, t.tooLarge), nil
 	}
 	conn, err := amqp091.DialConfig(t.ep.url, cfg)
 	if err != nil {
+		// A TLS 1.3 server judges the client's certificate once the
+		// client's handshake is over: its refusal is an alert read while
+		// amqp091 writes, which then reports only the write that failed.
+		var alert *net.OpError
+		if rerr := last.readErr(); errors.As(rerr, &alert) && alert.Op == "remote error" {
+			return nil, fmt.Errorf("the broker refused the TLS connection: %w", rerr)
+		}
 		var ae *amqp091.Error
 		if errors.As(err, &ae) && (ae.Code == amqp091.AccessRefused || ae.Code == amqp091.NotAllowed) {
 			return nil, fmt.Errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
@@ -354,6 +357,7 @@ func (t *Transport) reconnect() *amqp091.Connection {
 				queues = append(queues, q)
 			}
 			t.mu.Unlock()
+			t.watchBlocked(conn)
 			for _, q := range queues {
 				if err = q.setup(conn); err != nil {
 					break
@@ -404,6 +408,86 @@ func (t *Transport) repair(conn *amqp091.Connection, q *queue) {
 	}
 }
 
+// activity records when the broker last sent anything, and the first
+// error reading from it.
+type activity struct {
+	net.Conn
+	seen *atomic.Int64
+	err  atomic.Pointer[error]
+}
+
+func (a *activity) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if n > 0 {
+		a.seen.Store(time.Now().UnixNano())
+	}
+	if err != nil {
+		a.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// readErr is the first error reading from the connection; nil for a nil
+// activity.
+func (a *activity) readErr() error {
+	if a == nil {
+		return nil
+	}
+	if p := a.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// watchBlocked follows the broker's connection.blocked and
+// connection.unblocked on conn until it closes. RabbitMQ blocks a
+// connection that publishes while a resource alarm is on (memory, disk):
+// it stops reading it, so nothing sent on it is answered.
+func (t *Transport) watchBlocked(conn *amqp091.Connection) {
+	bs := conn.NotifyBlocked(make(chan amqp091.Blocking, 1))
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		for b := range bs {
+			t.setBlocked(conn, b)
+		}
+		t.setBlocked(conn, amqp091.Blocking{}) // a new connection starts unblocked
+	}()
+}
+
+func (t *Transport) setBlocked(conn *amqp091.Connection, b amqp091.Blocking) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case b.Active && t.blocked == nil && t.conn == conn:
+		t.blocked, t.blockReason = make(chan struct{}), b.Reason
+		t.log.Warn("pidbox amqp: the broker blocks publishing", "broker", t.ep.redacted, "reason", b.Reason)
+	case !b.Active && t.blocked != nil:
+		close(t.blocked)
+		t.blocked, t.blockReason = nil, ""
+		t.log.Info("pidbox amqp: the broker unblocked publishing", "broker", t.ep.redacted)
+	}
+}
+
+// unblocked waits, until ctx ends, while the broker blocks publishing.
+func (t *Transport) unblocked(ctx context.Context, ex transport.Exchange) error {
+	for {
+		t.mu.Lock()
+		b, why := t.blocked, t.blockReason
+		t.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+		select {
+		case <-b:
+		case <-t.stop:
+			return transport.ErrClosed
+		case <-ctx.Done():
+			return t.errorf("publish to exchange %q: the broker blocks publishers (%s): %w", ex.Name, why, ctx.Err())
+		}
+	}
+}
+
 // connection returns the open connection, waiting for a reconnection
 // until ctx ends.
 func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error) {
@@ -433,6 +517,12 @@ func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error)
 // Publish decodes the envelope msg and publishes its body, properties and
 // headers to ex, declaring ex first as Kombu does. When the broker is
 // down it waits for the connection until ctx ends.
+//
+// It returns once the broker has confirmed the message (publisher
+// confirms), so a publish is bounded by ctx even when the broker accepts the
+// connection but does not answer, or blocks publishers under a resource
+// alarm (connection.blocked): while blocked, publishes wait for
+// connection.unblocked until ctx ends, without writing.
 func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
 	env, err := wire.Decode(msg, 0)
 	if err != nil {
@@ -442,6 +532,9 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 	for {
 		conn, err := t.connection(ctx)
 		if err != nil {
+			return err
+		}
+		if err := t.unblocked(ctx, ex); err != nil {
 			return err
 		}
 		err = t.publish(ctx, conn, ex, routingKey, &p)
@@ -477,10 +570,21 @@ func (t *Transport) publish(ctx context.Context, conn *amqp091.Connection, ex tr
 			return t.errorf("publish to exchange %q: %w", ex.Name, ctx.Err())
 		}
 	}
-	defer t.pubLock.unlock()
-	if err := t.pub.Publish(ex.Name, key, false, false, *p); err != nil {
+	dc, err := t.pub.PublishWithDeferredConfirm(ex.Name, key, false, false, *p)
+	if err != nil {
 		t.pub = nil
+		t.pubLock.unlock()
 		return t.errorf("publish to exchange %q: %w", ex.Name, err)
+	}
+	t.pubLock.unlock()
+	// The broker confirms a message once it has routed it. A broker that
+	// blocks publishers, or that froze, does not: the wait ends with ctx.
+	acked, err := dc.WaitContext(ctx)
+	if err != nil {
+		return t.errorf("publish to exchange %q: not confirmed by the broker: %w", ex.Name, err)
+	}
+	if !acked {
+		return t.errorf("publish to exchange %q: the broker did not take the message (refused, or the connection closed)", ex.Name)
 	}
 	return nil
 }
@@ -492,6 +596,10 @@ func (t *Transport) preparePublish(conn *amqp091.Connection, ex transport.Exchan
 		ch, err := conn.Channel()
 		if err != nil {
 			return t.errorf("open a channel: %w", err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			_ = ch.Close()
+			return t.errorf("publisher confirms: %w", err)
 		}
 		t.pub, t.pubConn, t.declared = ch, conn, map[string]bool{}
 	}
@@ -714,6 +822,10 @@ func toFloat(v any) float64 {
 // confirmed the consumer. Subscriptions to one queue name within a
 // transport share its consumer: on a fanout exchange each gets every
 // message, on a direct exchange they take turns.
+//
+// The subscription implements transport.HealthReporter (for Node.Health and
+// package health): live while its queue is consumed; last seen is when the
+// broker last sent anything on the connection, a delivery or a heartbeat.
 func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transport.Handler) (transport.Subscription, error) {
 	conn, err := t.connection(ctx)
 	if err != nil {
@@ -775,9 +887,11 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 	return s, nil
 }
 
-// Bindings lists the queues bound to ex through RabbitMQ's management API.
-// Without one configured it returns an error wrapping
-// transport.ErrUnsupported.
+// Bindings lists the queues bound to ex through RabbitMQ's management API;
+// node queues are deleted with their consumer's connection, so these are
+// the live nodes. Without the API configured (Options.ManagementURL) it
+// returns an error wrapping transport.ErrUnsupported, and a broadcast with no
+// limit must end on a quiet gap after the last reply or on its deadline.
 func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {
 	t.mu.Lock()
 	closed := t.closed
@@ -846,6 +960,7 @@ type queue struct {
 	next int
 
 	ch       *amqp091.Channel // guarded by t.op
+	live     atomic.Bool      // consuming: set up, and its channel open
 	loopDone chan struct{}
 	buf      []byte // the delivery loop's envelope buffer
 }
@@ -903,6 +1018,7 @@ func (q *queue) setup(conn *amqp091.Connection) error {
 		return fail(fmt.Errorf("consume queue %q: %w", q.b.Queue, err))
 	}
 	q.ch = ch
+	q.live.Store(true)
 	done := make(chan struct{})
 	q.loopDone = done
 	go q.loop(ch, deliveries, done)
@@ -913,6 +1029,7 @@ func (q *queue) setup(conn *amqp091.Connection) error {
 // consumer), closes its channel and waits for its delivery loop. The
 // caller holds t.op.
 func (q *queue) teardown() error {
+	q.live.Store(false)
 	var err error
 	if q.ch != nil && !q.ch.IsClosed() {
 		if _, derr := q.ch.QueueDelete(q.b.Queue, false, false, false); derr != nil && !errors.Is(derr, amqp091.ErrClosed) {
@@ -936,6 +1053,7 @@ func (q *queue) loop(ch *amqp091.Channel, deliveries <-chan amqp091.Delivery, do
 	for d := range deliveries {
 		q.deliver(&d)
 	}
+	q.live.Store(false)
 	// The channel closed. If the connection lives on, ask for repair.
 	select {
 	case <-q.t.stop:
@@ -1025,6 +1143,25 @@ func (s *subscription) end() {
 
 // Done is closed when the subscription has ended.
 func (s *subscription) Done() <-chan struct{} { return s.done }
+
+var _ transport.HealthReporter = (*subscription)(nil)
+
+// Health implements transport.HealthReporter: Live while the queue is
+// consumed (false from the moment its channel or connection closes until
+// it consumes again after a reconnection); LastSeen is when the broker
+// last sent anything on the connection, a delivery or a heartbeat.
+func (s *subscription) Health() transport.Health {
+	var h transport.Health
+	select {
+	case <-s.done:
+	default:
+		h.Live = s.q.live.Load()
+	}
+	if ns := s.q.t.lastSeen.Load(); ns > 0 {
+		h.LastSeen = time.Unix(0, ns)
+	}
+	return h
+}
 
 // Close stops the handler and, for the queue's last subscription, cancels
 // the consumer and deletes the queue (which removes its binding).

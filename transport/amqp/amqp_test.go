@@ -61,7 +61,7 @@ func TestWithoutManagement(t *testing.T) {
 	require.ErrorIs(t, err, transport.ErrUnsupported)
 	assert.Contains(t, err.Error(), "management")
 
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	mb := mailbox(t, tr, v, "nomgmt")
 	goNode(t, mb, "a@h")
 	goNode(t, mb, "b@h")
@@ -78,7 +78,7 @@ func TestWithoutManagement(t *testing.T) {
 // splitting the node's messages with the first.
 func TestDuplicateNodeNameRefused(t *testing.T) {
 	srv := rabbittest.Get(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{}), v, "dup"), "twin@h")
 	second := mailbox(t, open(t, srv.URL(), pidamqp.Options{}), v, "dup").NewNode("twin@h", pidbox.NodeOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

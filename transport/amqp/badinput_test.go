@@ -25,8 +25,8 @@ func TestBadInputDropped(t *testing.T) {
 	var log testlog.Buffer
 	const limit = 64 << 10
 	ntr := open(t, srv.URL(), pidamqp.Options{Logger: log.Logger(), MaxMessageSize: limit})
-	v := variant{transport.Fanout, "json"}
-	ns := v.namespace("bad")
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ns := namespace(v, "bad")
 	node := goNode(t, mailbox(t, ntr, v, ns), "n1@h")
 	ctl := mailbox(t, open(t, srv.URL(), pidamqp.Options{}), v, ns)
 	require.NoError(t, ping(ctl, "n1@h", 5*time.Second))

@@ -76,8 +76,8 @@ func deleteExchanges(t *testing.T, srv *rabbittest.Server, names ...string) {
 func TestDeclarations(t *testing.T) {
 	srv := rabbittest.Get(t)
 	tr := open(t, srv.URL(), pidamqp.Options{})
-	v := variant{transport.Fanout, "json"}
-	ns := v.namespace("decl")
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ns := namespace(v, "decl")
 	mb := mailbox(t, tr, v, ns)
 	goNode(t, mb, "n1@h")
 	require.NoError(t, ping(mb, "n1@h", 5*time.Second)) // declares the reply exchange and queue
@@ -106,7 +106,7 @@ func TestInteropCelery(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "celery", "amqp")
 	srv := rabbittest.Get(t)
 	env := []string{"PIDBOX_BROKER=" + srv.URL()}
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	celeryWorker := func(t *testing.T, name string) *redistest.Process {
 		w := redistest.StartProcess(t, pyDir, env, redistest.Python, "-m", "celery", "-A", "celery_app", "worker",
 			"--hostname", name, "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info")

@@ -69,9 +69,9 @@ func next(t *testing.T, d <-chan amqp091.Delivery) amqp091.Delivery {
 func TestFramesMatchKombu(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "amqp", "msgpack")
 	srv := rabbittest.Get(t)
-	for _, v := range []variant{{transport.Fanout, "json"}, {transport.Direct, "msgpack"}} {
+	for _, v := range []variant{{Kind: transport.Fanout, Serializer: "json"}, {Kind: transport.Direct, Serializer: "msgpack"}} {
 		t.Run(v.String(), func(t *testing.T) {
-			ns := v.namespace("frames")
+			ns := namespace(v, "frames")
 			kombuNode(t, srv.URL(), "py@h", v, ns) // declares the exchanges, as Kombu does
 			tr := open(t, withManagement(srv), pidamqp.Options{})
 			ctl := mailbox(t, tr, v, ns)
@@ -136,14 +136,14 @@ func sortedKeys(m map[string]string) []string {
 func TestKombuClockAbove32Bits(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "amqp", "msgpack")
 	srv := rabbittest.Get(t)
-	v := variant{transport.Fanout, "json"}
-	ns := v.namespace("bigclock")
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ns := namespace(v, "bigclock")
 	var log testlog.Buffer
 	n := goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{Logger: log.Logger()}), v, ns), "go@h")
 	const big = 3_000_000_000
 	res := kombuCall(t, srv.URL(), v, map[string]any{"method": "clock", "destination": []string{"go@h"}, "clock": big, "namespace": ns})
 	var c pidbox.ClockReply
-	require.NoError(t, json.Unmarshal([]byte(res.byNode()["go@h"]), &c), "reply: %+v", res)
+	require.NoError(t, json.Unmarshal([]byte(res.ByNode()["go@h"]), &c), "reply: %+v", res)
 	assert.Greater(t, c.Clock, uint64(big))
 	assert.Greater(t, n.Stats().Clock, uint64(big))
 	assert.NotContains(t, log.String(), "connection lost")

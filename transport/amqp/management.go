@@ -31,7 +31,7 @@ type management struct {
 func newManagement(raw, vhost string) (*management, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("management API URL %s is not an http(s) URL", Redact(raw))
+		return nil, fmt.Errorf("management API URL %s is not an http(s) URL", redact(raw))
 	}
 	m := &management{vhost: vhost, tr: http.DefaultTransport.(*http.Transport).Clone()}
 	if u.User != nil {

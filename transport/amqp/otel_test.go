@@ -25,8 +25,8 @@ import (
 func TestTracedOverAMQP(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "amqp", "msgpack")
 	srv := rabbittest.Get(t)
-	v := variant{transport.Fanout, "json"}
-	ns := v.namespace("otel")
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ns := namespace(v, "otel")
 	kombuNode(t, srv.URL(), "py@h", v, ns) // declares the exchanges, as Kombu does
 
 	spans := tracetest.NewSpanRecorder()
@@ -34,7 +34,7 @@ func TestTracedOverAMQP(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	obs, err := pidotel.New(pidotel.Options{TracerProvider: tp, Propagator: propagation.TraceContext{}})
 	require.NoError(t, err)
-	opts := pidbox.Options{Namespace: ns, Type: v.kind, Serializer: v.serializer, Logger: quiet, Observer: obs}
+	opts := pidbox.Options{Namespace: ns, Type: v.Kind, Serializer: v.Serializer, Logger: quiet, Observer: obs}
 	tr := open(t, withManagement(srv), pidamqp.Options{})
 	nmb, err := pidbox.New(tr, opts)
 	require.NoError(t, err)

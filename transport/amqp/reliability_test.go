@@ -23,8 +23,8 @@ func TestBrokerStoppedAndRestarted(t *testing.T) {
 	srv := rabbittest.Get(t)
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
-			v := variant{kind, "json"}
-			ns := v.namespace("outage")
+			v := variant{Kind: kind, Serializer: "json"}
+			ns := namespace(v, "outage")
 			ntr := open(t, srv.URL(), pidamqp.Options{})
 			goNode(t, mailbox(t, ntr, v, ns), "n1@h")
 			ctl := mailbox(t, open(t, withManagement(srv), pidamqp.Options{}), v, ns)
@@ -60,8 +60,8 @@ func TestBrokerStoppedAndRestarted(t *testing.T) {
 // answers again soon after the broker resumes.
 func TestBrokerFrozenAndResumed(t *testing.T) {
 	srv := rabbittest.Get(t)
-	v := variant{transport.Fanout, "json"}
-	ns := v.namespace("frozen")
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ns := namespace(v, "frozen")
 	var log testlog.Buffer
 	goNode(t, mailbox(t, open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second, Logger: log.Logger()}), v, ns), "n1@h")
 	ctlTr := open(t, srv.URL(), pidamqp.Options{Heartbeat: time.Second})

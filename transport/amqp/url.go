@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gopidbox/pidbox/internal/tlsurl"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
@@ -18,18 +19,20 @@ type endpoint struct {
 	redacted   string // for messages
 	vhost      string
 	tls        bool
-	management string // management API base URL, credentials included; "" when not configured
+	management string     // management API base URL, credentials included; "" when not configured
+	tlsParams  url.Values // the URL's ssl_* parameters (amqps:// only)
 }
 
 // parseURL accepts amqp://, amqps://, and Kombu's aliases pyamqp:// and
 // librabbitmq:// (both plain amqp), with Kombu's vhost rule: an empty
 // path or "/" is the vhost "/"; "//" is "/" too; "/name" is "name". The
 // query parameter management=PORT or management=URL (escaped) names the
-// management API; it is taken out of the URL passed to the client.
+// management API; it is taken out of the URL passed to the client, as
+// are the TLS parameters (see package tlsurl), which need amqps://.
 func parseURL(raw string) (endpoint, error) {
 	// Messages show the URL without its query (the management URL would
 	// make them long) and without the password.
-	e := endpoint{redacted: Redact(strings.SplitN(raw, "?", 2)[0])}
+	e := endpoint{redacted: redact(strings.SplitN(raw, "?", 2)[0])}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error quotes the whole URL, password included: keep its cause.
@@ -50,6 +53,10 @@ func parseURL(raw string) (endpoint, error) {
 	q := u.Query()
 	mgmt := q.Get("management")
 	q.Del("management")
+	e.tlsParams = tlsurl.Take(q)
+	if len(e.tlsParams) > 0 && !e.tls {
+		return e, fmt.Errorf("amqp transport: bad URL %s: ssl_* parameters need the amqps:// scheme", e.redacted)
+	}
 	u.RawQuery = q.Encode()
 	switch p := u.Path; p {
 	case "", "/", "//":
@@ -107,21 +114,31 @@ func managementURL(broker *url.URL, v string) (string, error) {
 	return m.String(), nil
 }
 
-func (e endpoint) config(opts Options) amqp091.Config {
+// config makes the client's configuration. On amqps:// the URL's TLS
+// parameters apply to a copy of opts.TLS (or to a default that verifies
+// the server against the system roots).
+func (e endpoint) config(opts Options) (amqp091.Config, error) {
 	c := amqp091.Config{Vhost: e.vhost, Heartbeat: opts.Heartbeat, Properties: amqp091.NewConnectionProperties()}
 	c.Properties.SetClientConnectionName("pidbox")
 	if e.tls {
-		c.TLSClientConfig = opts.TLS
-		if u, err := url.Parse(e.url); err == nil && c.TLSClientConfig == nil {
-			c.TLSClientConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+		if opts.TLS != nil {
+			c.TLSClientConfig = opts.TLS.Clone()
+		} else {
+			c.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			if u, err := url.Parse(e.url); err == nil {
+				c.TLSClientConfig.ServerName = u.Hostname()
+			}
+		}
+		if err := tlsurl.Configure(c.TLSClientConfig, e.tlsParams); err != nil {
+			return c, fmt.Errorf("amqp transport: bad URL %s: %w", e.redacted, err)
 		}
 	}
-	return c
+	return c, nil
 }
 
-// Redact returns a URL with its password replaced by "xxxxx", for
+// redact returns a URL with its password replaced by "xxxxx", for
 // messages and logs.
-func Redact(rawURL string) string {
+func redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.User == nil && strings.Contains(rawURL, "@")) {
 		if i := strings.LastIndex(rawURL, "@"); i >= 0 {
@@ -131,7 +148,7 @@ func Redact(rawURL string) string {
 	}
 	q := u.Query()
 	if m := q.Get("management"); m != "" {
-		q.Set("management", Redact(m))
+		q.Set("management", redact(m))
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()

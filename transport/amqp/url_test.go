@@ -39,8 +39,8 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	assert.Equal(t, "amqp://u:xxxxx@h/", Redact("amqp://u:secret@h/"))
-	assert.NotContains(t, Redact("amqp://u:p@h//?management=http://a:secret@m:1"), "secret")
-	assert.NotContains(t, Redact("amqp:/u:secret@h"), "secret")
+func TestRedactURL(t *testing.T) {
+	assert.Equal(t, "amqp://u:xxxxx@h/", redact("amqp://u:secret@h/"))
+	assert.NotContains(t, redact("amqp://u:p@h//?management=http://a:secret@m:1"), "secret")
+	assert.NotContains(t, redact("amqp:/u:secret@h"), "secret")
 }

@@ -38,7 +38,7 @@ func TestNoKeyWithoutTTL(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		tr := open(t, srv, srv.URL(0), pidredis.Options{})
-		v := variant{kind, "json"}
+		v := variant{Kind: kind, Serializer: "json"}
 		n := mailbox(t, tr, v).NewNode("slow@h", pidbox.NodeOptions{ShutdownGrace: time.Second})
 		n.RegisterFunc("slow", func(context.Context, *pidbox.Request) (any, error) {
 			time.Sleep(300 * time.Millisecond)
@@ -79,7 +79,7 @@ func TestNoKeyWithoutTTL(t *testing.T) {
 func TestSilentlyDeadSocket(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	var logs testlog.Buffer
 	ntr := open(t, srv, "redis://"+proxy.Addr()+"/0", pidredis.Options{HealthCheckInterval: 300 * time.Millisecond, Logger: logs.Logger()})
 	goNode(t, ntr, v, "n1@h")
@@ -99,7 +99,7 @@ func TestSilentlyDeadSocket(t *testing.T) {
 func TestDirectKeepsMessagesWhileAway(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
-	v := variant{transport.Direct, "json"}
+	v := variant{Kind: transport.Direct, Serializer: "json"}
 	ntr := open(t, srv, "redis://"+proxy.Addr()+"/0", pidredis.Options{})
 	n := mailbox(t, ntr, v).NewNode("n1@h", pidbox.NodeOptions{})
 	got := make(chan string, 10)
@@ -152,7 +152,7 @@ func TestHostileWireInput(t *testing.T) {
 			t.Cleanup(func() { _ = mb.Close() })
 			n := mb.NewNode("n1@h", pidbox.NodeOptions{})
 			serve(t, n)
-			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), variant{kind, "json"})
+			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), variant{Kind: kind, Serializer: "json"})
 
 			inject := func(msg []byte) {
 				if kind == transport.Fanout {
@@ -229,7 +229,7 @@ func TestKombuNamingOptions(t *testing.T) {
 			defer ps.Close()
 			_, err := ps.Receive(ctx)
 			require.NoError(t, err)
-			mb := mailbox(t, tr, variant{transport.Fanout, "json"})
+			mb := mailbox(t, tr, variant{Kind: transport.Fanout, Serializer: "json"})
 			n := mb.NewNode("n@h", pidbox.NodeOptions{})
 			serve(t, n)
 			members, err := raw.SMembers(ctx, tc.bindingKey).Result()

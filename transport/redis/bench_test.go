@@ -19,7 +19,7 @@ import (
 // redis-server: publish, the node's reply script, the controller's pop.
 func BenchmarkCall(b *testing.B) {
 	srv := redistest.Start(b)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	ntr, err := pidredis.Open(context.Background(), srv.URL(0)+benchQuery, pidredis.Options{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
@@ -37,7 +37,7 @@ func BenchmarkCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ctr.Close()
-	ctl, _ := pidbox.New(ctr, pidbox.Options{Type: v.kind, Logger: quiet})
+	ctl, _ := pidbox.New(ctr, pidbox.Options{Type: v.Kind, Logger: quiet})
 	defer ctl.Close()
 	b.ReportAllocs()
 	for b.Loop() {

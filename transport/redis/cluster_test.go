@@ -109,7 +109,7 @@ func nodesOn(t *testing.T, url string, n, perTransport int, prefix string, opts 
 	var tr *pidredis.Transport
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	fan := variant{transport.Fanout, "json"}
+	fan := variant{Kind: transport.Fanout, Serializer: "json"}
 	for i := range n {
 		if i%perTransport == 0 {
 			tr = open(t, nil, url, opts)
@@ -133,7 +133,7 @@ func nodesOn(t *testing.T, url string, n, perTransport int, prefix string, opts 
 func TestClusterBroadcast200(t *testing.T) {
 	c := deployments.Cluster(t)
 	want := nodesOn(t, c.URL(), 200, 20, "b200", pidredis.Options{})
-	ctl := mailbox(t, open(t, nil, c.URL(), pidredis.Options{}), variant{transport.Fanout, "json"})
+	ctl := mailbox(t, open(t, nil, c.URL(), pidredis.Options{}), variant{Kind: transport.Fanout, Serializer: "json"})
 	start := time.Now()
 	rs, err := replies(ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(10*time.Second)))
 	require.NoError(t, err)

@@ -29,7 +29,7 @@ func TestInteropTraced(t *testing.T) {
 	env := []string{"PIDBOX_BROKER=" + url}
 	worker := redistest.StartProcess(t, "testdata", env, redistest.Python, "-m", "celery", "-A", "celery_app", "worker",
 		"--hostname", "celery@traced", "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info")
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	kombuNode(t, url, "kombu@traced", v)
 	worker.WaitFor("celery@traced ready", 60*time.Second)
 
@@ -67,7 +67,7 @@ func TestInteropTraced(t *testing.T) {
 
 	// A Kombu client calls the traced Go node.
 	kres := kombuCall(t, url, v, map[string]any{"method": "ping", "destination": []string{"go@traced"}})
-	assert.Equal(t, map[string]string{"go@traced": `{"ok": "pong"}`}, kres.byNode())
+	assert.Equal(t, map[string]string{"go@traced": `{"ok": "pong"}`}, kres.ByNode())
 	require.Eventually(t, func() bool { return len(spans.Ended()) == 3 }, 5*time.Second, 10*time.Millisecond)
 	node := spans.Ended()[2]
 	assert.Equal(t, "process ping", node.Name())

@@ -27,7 +27,7 @@ func TestLostBindingsCostNoReply(t *testing.T) {
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
 			ctx := context.Background()
-			v := variant{kind, "json"}
+			v := variant{Kind: kind, Serializer: "json"}
 			ntr := open(t, srv, srv.URL(0), pidredis.Options{})
 			goNode(t, ntr, v, "a@h")
 			goNode(t, ntr, v, "b@h")
@@ -81,11 +81,11 @@ func TestEvictionPolicy(t *testing.T) {
 	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", fmt.Sprint(base+4<<20)).Err())
 
 	logs := &testlog.Buffer{}
-	ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{Logger: logs.Logger()}), variant{transport.Fanout, "json"})
+	ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{Logger: logs.Logger()}), variant{Kind: transport.Fanout, Serializer: "json"})
 	assert.Contains(t, logs.String(), "maxmemory-policy=allkeys-lru", "a warning names the policy")
 	assert.Contains(t, logs.String(), "noeviction", "and the fix")
 	ntr := open(t, srv, srv.URL(0), pidredis.Options{})
-	goNode(t, ntr, variant{transport.Fanout, "json"}, "a@h")
+	goNode(t, ntr, variant{Kind: transport.Fanout, Serializer: "json"}, "a@h")
 
 	// Fill memory from the side while calls run.
 	stop := make(chan struct{})
@@ -130,7 +130,7 @@ func TestClientPause(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
-			v := variant{kind, "json"}
+			v := variant{Kind: kind, Serializer: "json"}
 			ntr := open(t, srv, srv.URL(0), pidredis.Options{HealthCheckInterval: time.Second})
 			goNode(t, ntr, v, "a@h")
 			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v)

@@ -36,7 +36,7 @@ var long = flag.Bool("pidbox.long", false, "run the full-size load and soak test
 func outage(t *testing.T, srv *redistest.Server, down, up func()) {
 	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
 		t.Run(string(kind), func(t *testing.T) {
-			v := variant{kind, "json"}
+			v := variant{Kind: kind, Serializer: "json"}
 			ntr := open(t, srv, srv.URL(0), pidredis.Options{HealthCheckInterval: time.Second})
 			goNode(t, ntr, v, "n1@h")
 			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v)
@@ -83,7 +83,7 @@ func TestRedisFrozenAndResumed(t *testing.T) {
 // the second reply flagged as a duplicate.
 func TestDuplicateNames(t *testing.T) {
 	srv := redistest.Start(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	var logs testlog.Buffer
 	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logs.Logger()}
 	goNode(t, open(t, srv, srv.URL(0), opts), v, "twin@h")
@@ -105,7 +105,7 @@ func TestDuplicateNames(t *testing.T) {
 // duplicate.
 func TestReusedNameIsNoDuplicate(t *testing.T) {
 	srv := redistest.Start(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	var logs testlog.Buffer
 	opts := pidredis.Options{LeaseTTL: 600 * time.Millisecond, Logger: logs.Logger()}
 	// A predecessor died without unbinding: its owner record stays behind
@@ -120,7 +120,7 @@ func TestReusedNameIsNoDuplicate(t *testing.T) {
 // Many controllers at once: every reply reaches the caller that asked.
 func TestConcurrentControllers(t *testing.T) {
 	srv := redistest.Start(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	ntr := open(t, srv, srv.URL(0), pidredis.Options{})
 	nodes := []string{"a@h", "b@h", "c@h", "d@h", "e@h"}
 	for _, n := range nodes {
@@ -159,7 +159,7 @@ func TestConcurrentControllers(t *testing.T) {
 // broadcast gathers every reply.
 func TestLoadThousandNodes(t *testing.T) {
 	srv := redistest.Start(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	ntr := open(t, srv, srv.URL(0), pidredis.Options{})
 	const n = 1000
 	broadcasts := 10
@@ -221,7 +221,7 @@ func TestHostileFlood(t *testing.T) {
 				return nil, nil
 			}))
 			serve(t, n)
-			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), variant{kind, "json"})
+			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), variant{Kind: kind, Serializer: "json"})
 
 			inject := func(pipe func(msg []byte), msg []byte) { pipe(msg) }
 			push := func(msg []byte) {
@@ -314,7 +314,7 @@ func TestHostileFlood(t *testing.T) {
 // replies stay within their bound.
 func TestSoak(t *testing.T) {
 	srv := redistest.Start(t)
-	v := variant{transport.Fanout, "json"}
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	ntr := open(t, srv, srv.URL(0), pidredis.Options{})
 	for _, name := range []string{"s1@h", "s2@h"} {
 		n := mailbox(t, ntr, v).NewNode(name, pidbox.NodeOptions{Concurrency: 64})

@@ -198,7 +198,7 @@ func TestSentinelFailover(t *testing.T) {
 	d := deployments.Sentinel(t)
 	url := d.URL(0)
 	opts := pidredis.Options{HealthCheckInterval: time.Second}
-	fan, direct := variant{transport.Fanout, "json"}, variant{transport.Direct, "json"}
+	fan, direct := variant{Kind: transport.Fanout, Serializer: "json"}, variant{Kind: transport.Direct, Serializer: "json"}
 	var fanNodes, directNodes []string
 	for i := range 2 {
 		tr := open(t, nil, url, opts)
@@ -305,7 +305,7 @@ func TestSentinelInteropKombu(t *testing.T) {
 	redistest.RequirePython(t, "kombu", "redis")
 	d := deployments.Sentinel(t)
 	url := d.URL(0)
-	fan := variant{transport.Fanout, "json"}
+	fan := variant{Kind: transport.Fanout, Serializer: "json"}
 	tr := open(t, nil, url, pidredis.Options{HealthCheckInterval: time.Second})
 	goNode(t, tr, fan, "go1@sentinel")
 	goNode(t, tr, fan, "go2@sentinel")

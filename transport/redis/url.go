@@ -3,16 +3,15 @@ package redis
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gopidbox/pidbox/internal/tlsurl"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -85,7 +84,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	t := NewFromClient(client, opts)
 	t.owned = append(t.owned, client)
 	t.addr = Redact(rawURL)
-	if ropts != nil && ropts.TLSConfig != nil && ropts.TLSConfig.InsecureSkipVerify && ropts.TLSConfig.VerifyConnection == nil {
+	if ropts != nil && tlsurl.Unverified(ropts.TLSConfig) {
 		lg := opts.Logger
 		if lg == nil {
 			lg = slog.Default()
@@ -136,12 +135,7 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 	if err := takeKombuOptions(q, opts); err != nil {
 		return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
 	}
-	tlsq := url.Values{}
-	for _, k := range tlsParams {
-		if v, ok := take(q, k); ok {
-			tlsq.Set(k, v)
-		}
-	}
+	tlsq := tlsurl.Take(q)
 	if len(tlsq) > 0 && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("redis transport: bad URL %s: ssl_* parameters need the rediss:// scheme", Redact(rawURL))
 	}
@@ -164,80 +158,11 @@ func ParseURL(rawURL string, opts *Options) (*goredis.Options, error) {
 	}
 	opts.DB = ropts.DB
 	if ropts.TLSConfig != nil {
-		if err := configureTLS(ropts.TLSConfig, tlsq); err != nil {
+		if err := tlsurl.Configure(ropts.TLSConfig, tlsq); err != nil {
 			return nil, fmt.Errorf("redis transport: bad URL %s: %w", Redact(rawURL), err)
 		}
 	}
 	return ropts, nil
-}
-
-// tlsParams are the TLS parameters of Kombu's and redis-py's URLs.
-var tlsParams = []string{"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
-
-// configureTLS applies a rediss:// URL's TLS parameters to cfg. Its errors
-// name files, never their contents.
-func configureTLS(cfg *tls.Config, q url.Values) error {
-	verify := true
-	switch v := q.Get("ssl_cert_reqs"); v {
-	case "", "required", "CERT_REQUIRED", "optional", "CERT_OPTIONAL":
-	case "none", "CERT_NONE":
-		verify = false
-	default:
-		return fmt.Errorf("ssl_cert_reqs=%q (want required, optional or none)", v)
-	}
-	checkHost := true
-	if v := q.Get("ssl_check_hostname"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("ssl_check_hostname=%q is not true or false", v)
-		}
-		checkHost = b
-	}
-	if path := q.Get("ssl_ca_certs"); path != "" {
-		pem, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("ssl_ca_certs: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("ssl_ca_certs: no PEM certificate in %s", path)
-		}
-		cfg.RootCAs = pool
-	}
-	certFile, keyFile := q.Get("ssl_certfile"), q.Get("ssl_keyfile")
-	if certFile != "" || keyFile != "" {
-		if keyFile == "" {
-			keyFile = certFile // one PEM file may hold both, as Python's load_cert_chain allows
-		}
-		if certFile == "" {
-			return fmt.Errorf("ssl_keyfile without ssl_certfile")
-		}
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return fmt.Errorf("client certificate %s, key %s: %w", certFile, keyFile, redactPEMError(err))
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	switch {
-	case !verify:
-		cfg.InsecureSkipVerify = true
-	case !checkHost:
-		// Verify the chain, not the name: redis-py's default.
-		cfg.InsecureSkipVerify = true
-		roots := cfg.RootCAs
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("redis transport: the server sent no certificate")
-			}
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-			return err
-		}
-	}
-	return nil
 }
 
 // takeKombuOptions moves Kombu's transport options from URL parameters
@@ -261,15 +186,6 @@ func takeKombuOptions(q url.Values, opts *Options) error {
 		opts.NoFanoutPatterns = !b
 	}
 	return nil
-}
-
-// redactPEMError keeps a key-loading error from quoting file contents.
-func redactPEMError(err error) error {
-	msg := err.Error()
-	if strings.Contains(msg, "PRIVATE KEY") || strings.Contains(msg, "-----") {
-		return fmt.Errorf("the files do not hold a matching PEM certificate and private key")
-	}
-	return err
 }
 
 func take(q url.Values, key string) (string, bool) {
