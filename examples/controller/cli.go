@@ -86,6 +86,8 @@ listed with the reason: no reply before the deadline, or not known to the
 broker.
 
 Broker URLs: redis://[user:pass@]host:port/db, rediss://..., unix:///path;
+sentinel://host:26379;sentinel://host2:26379/0?master_name=NAME (Kombu's
+Sentinel form); redis+cluster://host:port,host:port (Redis Cluster, Go to Go);
 amqp://user:pass@host:5672/vhost, amqps://..., and Kombu's pyamqp:// and
 librabbitmq:// (add ?management=15672 so broadcasts know the live nodes);
 and memory:// for an in-process demo fleet of three workers.`,
