@@ -30,12 +30,34 @@ func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, ro
 	if t.isClosed() {
 		return transport.ErrClosed
 	}
+	if !s.rebindDue(time.Now()) {
+		return t.Publish(ctx, ex, routingKey, msg) // one command, no pipeline
+	}
 	t.declMu.RLock()
 	defer t.declMu.RUnlock()
 	if s.unbound {
 		return t.publishPipe(ctx, ex, routingKey, msg, nil)
 	}
 	return t.publishPipe(ctx, ex, routingKey, msg, s)
+}
+
+// rebindEvery spaces the re-declarations of a node's binding: a node
+// replies to every broadcast, and a gather of a thousand nodes should not
+// cost Redis a thousand more commands. A caller's reply binding is
+// declared with every request, since a Kombu node drops a reply that
+// finds none; a Go node's reply finds its way without it (replyFallback).
+const rebindEvery = time.Second
+
+// rebindDue reports whether s's binding should go with this publish.
+func (s *subscription) rebindDue(now time.Time) bool {
+	if replyFallback(s.b.Exchange, s.b.RoutingKey) != "" {
+		return true
+	}
+	last := s.lastRebind.Load()
+	if now.UnixNano()-last < int64(rebindEvery) {
+		return false
+	}
+	return s.lastRebind.CompareAndSwap(last, now.UnixNano())
 }
 
 // publishPipe publishes msg, with an SADD of s's binding in the same

@@ -38,8 +38,9 @@ type subscription struct {
 	declared    bool            // the owner record has been written once
 	unbound     bool            // guarded by t.declMu
 
-	live     atomic.Bool  // consuming now
-	lastSeen atomic.Int64 // unix nanoseconds of the broker's last answer
+	live       atomic.Bool  // consuming now
+	lastRebind atomic.Int64 // unix nanoseconds of the last PublishRebind SADD
+	lastSeen   atomic.Int64 // unix nanoseconds of the broker's last answer
 }
 
 var _ transport.HealthReporter = (*subscription)(nil)
