@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -48,7 +47,7 @@ type Spec struct {
 
 // NewCA makes a self-signed CA and writes it to dir as <name>.pem and
 // <name>.key.
-func NewCA(t testing.TB, dir, name string, s Spec) *Cert {
+func NewCA(t TB, dir, name string, s Spec) *Cert {
 	if t != nil {
 		t.Helper()
 	}
@@ -61,7 +60,7 @@ func NewCA(t testing.TB, dir, name string, s Spec) *Cert {
 
 // Issue makes a certificate signed by ca (self-signed when ca is nil) and
 // writes it to dir as <name>.pem and <name>.key.
-func Issue(t testing.TB, dir, name string, ca *Cert, s Spec) *Cert {
+func Issue(t TB, dir, name string, ca *Cert, s Spec) *Cert {
 	if t != nil {
 		t.Helper()
 	}
@@ -72,7 +71,7 @@ func Issue(t testing.TB, dir, name string, ca *Cert, s Spec) *Cert {
 }
 
 // fail ends the test, or panics when there is none (TestMain).
-func fail(t testing.TB, err error) {
+func fail(t TB, err error) {
 	if t == nil {
 		panic(err)
 	}
@@ -80,7 +79,7 @@ func fail(t testing.TB, err error) {
 	t.Fatal(err)
 }
 
-func make1(t testing.TB, dir, name string, s Spec, ca *Cert) *Cert {
+func make1(t TB, dir, name string, s Spec, ca *Cert) *Cert {
 	if s.Bits == 0 {
 		s.Bits = 2048
 	}
@@ -154,4 +153,11 @@ func make1(t testing.TB, dir, name string, s Spec, ca *Cert) *Cert {
 		}
 	}
 	return c
+}
+
+// TB is the part of testing.TB these helpers use; taking it keeps package
+// testing out of programs that make certificates outside tests.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
 }

@@ -28,10 +28,10 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/gopidbox/pidbox/internal/certtest"
+	"github.com/gopidbox/pidbox/internal/redistest"
 )
 
 // Script is the broker's own start script. The packaged
@@ -85,7 +85,7 @@ func Main(run func() int) int {
 // Get returns the test binary's broker, starting it on first use. It
 // skips the test when rabbitmq-server is not installed, unless CI=true,
 // where it fails; a broker that failed to start fails the test.
-func Get(t testing.TB) *Server {
+func Get(t redistest.TB) *Server {
 	t.Helper()
 	if !shared.main {
 		t.Fatal("rabbittest: call rabbittest.Main from TestMain")
@@ -121,7 +121,7 @@ func Launch(dir string) (*Server, error) {
 	s := &Server{dir: dir}
 	var err error
 	for _, p := range []*int{&s.port, &s.tlsPort, &s.httpPort, &s.distPort} {
-		if *p, err = freePort(); err != nil {
+		if *p, err = redistest.FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -153,15 +153,6 @@ func Launch(dir string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("rabbittest: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) start() error {

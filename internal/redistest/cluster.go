@@ -34,7 +34,7 @@ func LaunchCluster(dir string) (*Cluster, error) {
 		return nil, err
 	}
 	for i := range 6 {
-		bus, err := freePort()
+		bus, err := FreePort()
 		if err != nil {
 			return fail(err)
 		}

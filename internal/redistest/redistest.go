@@ -86,7 +86,7 @@ func StartTLS(t TB, cfg TLS) *Server {
 func start(t TB, cfg *TLS) *Server {
 	t.Helper()
 	bin := Require(t, "redis-server", "apt-get install redis-server")
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func Launch(dir string, args ...string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found (apt-get install redis-server): %w", err)
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,9 @@ func (s *Server) checkTTLs() {
 	}
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on the loopback interface that nothing
+// listens on now, for a broker the tests start.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("redistest: find a free port: %w", err)

@@ -82,7 +82,7 @@ func mkdir(parent, name string) string {
 }
 
 func startSentinel(bin, dir, master string) (*sentinelProc, error) {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
