@@ -24,6 +24,7 @@ import (
 
 	pidcelery "github.com/gopidbox/pidbox/celery"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -53,8 +54,8 @@ func vocabularyCases() []vocabularyCase {
 	return []vocabularyCase{
 		{kind: "inspect", action: "report"},
 		{kind: "inspect", action: "conf", free: true},
-		// conf true is left out: Celery's defaults hold Infinity, which
-		// Python's json writes and the controller's decoder refuses.
+		// conf true (with Celery's defaults, which hold Infinity) is
+		// checked on its own below, against Celery's command line.
 		{kind: "inspect", action: "query_task", args: []string{"nosuch-id"}, dynamic: []string{""}},
 		{kind: "inspect", action: "clock"},
 		{kind: "inspect", action: "ping"},
@@ -351,6 +352,29 @@ func TestCeleryVocabularyBothWays(t *testing.T) {
 		assert.Equal(t, want, r.stdout, "%v", args)
 	}
 
+	// conf with defaults, from the real Celery worker: a default is
+	// float('inf'), which Python's json writes as Infinity. The controller
+	// prints it as Celery's command line does, in both outputs.
+	want, code := cli.run(t, "inspect", "conf", "true", "-d", "celery@ref", "--timeout", "10")
+	require.Zero(t, code, want)
+	require.Contains(t, want, ": Infinity", "Celery's defaults hold an infinite setting")
+	r = controller(t, "--broker", url, "--timeout", "10s", "inspect", "conf", "true", "-d", "celery@ref")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, want, r.stdout, "inspect conf true, human output")
+	want, code = cli.run(t, "inspect", "conf", "true", "--json", "-d", "celery@ref", "--timeout", "10")
+	require.Zero(t, code, want)
+	r = controller(t, "--broker", url, "--json", "--timeout", "10s", "inspect", "conf", "true", "-d", "celery@ref")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(want), "\n")
+	var celeryJSON, goJSON any
+	require.NoError(t, wire.UnmarshalReply(wire.JSON{}, []byte(lines[len(lines)-1]), &celeryJSON), want)
+	if list, ok := celeryJSON.([]any); ok && len(list) == 1 {
+		celeryJSON = list[0]
+	}
+	require.NoError(t, wire.UnmarshalReply(wire.JSON{}, []byte(r.stdout), &goJSON), r.stdout)
+	assert.Equal(t, celeryJSON, goJSON, "inspect conf true --json")
+	assert.Regexp(t, `:-?Infinity[,}]`, r.stdout, "Infinity printed as Python's json prints it")
+
 	// Worker events from both, in the same shape.
 	r = controller(t, "--broker", url, "--json", "events", "--dump", "--duration", "5s")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -371,7 +395,7 @@ func TestCeleryVocabularyBothWays(t *testing.T) {
 	assert.Contains(t, r.stdout, "2 workers online, 2 known.")
 
 	// shutdown, both ways: neither replies, both stop.
-	out, code := cli.run(t, "control", "shutdown", "-d", "go@ref")
+	out, code = cli.run(t, "control", "shutdown", "-d", "go@ref")
 	assert.NotZero(t, code)
 	assert.Contains(t, out, "No nodes replied")
 	require.NoError(t, gw.Wait(15*time.Second), "the Go worker exits 0 on celery control shutdown:\n%s", gw.Output())

@@ -13,6 +13,11 @@ import (
 // as named by the content type of the message it came in.
 type Raw []byte
 
+// ErrNonFinite is wrapped by the error of Decode and As when a json reply
+// value holds NaN or ±Infinity and the target cannot hold them: only any
+// (and interface slots inside maps, slices and structs) and float64 can.
+var ErrNonFinite = wire.ErrNonFinite
+
 // Reply is one node's answer to a call.
 type Reply struct {
 	// Node is the replying node's name, such as "celery@host".
@@ -37,12 +42,19 @@ type Reply struct {
 // their json tags, whichever serializer the reply used. Numbers decoded
 // into any keep Python's types: int64, uint64 above math.MaxInt64,
 // json.Number beyond 64 bits, float64 for 3.0 and 1.5.
+//
+// A json value may hold Python's NaN, Infinity and -Infinity, which
+// Python's json writes for float('nan') and float('inf') (Celery's conf
+// does): decoded into any, or into a float64, they are math.NaN(),
+// math.Inf(1) and math.Inf(-1); into other types they are an error that
+// wraps wire.ErrNonFinite (which errors.Is also matches with
+// wire.ErrUnsupported).
 func (r Reply) Decode(v any) error {
 	c, err := wire.CodecOf(r.ContentType)
 	if err != nil {
 		return fmt.Errorf("pidbox: reply from %q: %w", r.Node, err)
 	}
-	if err := c.Unmarshal(r.Value, v); err != nil {
+	if err := wire.UnmarshalReply(c, r.Value, v); err != nil {
 		return fmt.Errorf("pidbox: decode reply from %q into %T: %w", r.Node, v, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gopidbox/pidbox/celery"
 	"github.com/gopidbox/pidbox/examples/internal/demo"
+	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/reply"
 	"github.com/spf13/cobra"
 )
@@ -164,7 +166,11 @@ func decodeJSON(b []byte) any {
 	dec.UseNumber()
 	var v any
 	if dec.Decode(&v) != nil {
-		return string(b)
+		// Python's NaN and Infinity, as in Celery's conf.
+		v = nil
+		if wire.UnmarshalReply(wire.JSON{}, b, &v) != nil {
+			return string(b)
+		}
 	}
 	return v
 }
@@ -194,7 +200,9 @@ func pretty(v any) (string, string) {
 		enc := json.NewEncoder(&b)
 		enc.SetEscapeHTML(false)
 		enc.SetIndent("", "    ")
-		_ = enc.Encode(x) // ends in a newline, as Celery's highlighted JSON does
+		if enc.Encode(x) != nil { // ends in a newline, as Celery's highlighted JSON does
+			return "OK", string(pyDumps(nil, x, "    ", "")) + "\n"
+		}
 		return "OK", b.String()
 	case string:
 		return "OK", x
@@ -227,7 +235,15 @@ func pyStr(v any) string {
 		return x
 	case json.Number:
 		return x.String()
-	case float64: // Python's repr of a float: 2.0, 0.25
+	case float64: // Python's repr of a float: 2.0, 0.25, inf, nan
+		switch {
+		case math.IsNaN(x):
+			return "nan"
+		case math.IsInf(x, 1):
+			return "inf"
+		case math.IsInf(x, -1):
+			return "-inf"
+		}
 		f := strconv.FormatFloat(x, 'f', -1, 64)
 		if !strings.ContainsAny(f, ".eEIN") {
 			f += ".0"

@@ -109,7 +109,7 @@ and memory:// for an in-process demo fleet of three workers.`,
 	f.DurationVar(&c.timeout, "timeout", time.Second, "total time to wait for replies")
 	f.IntVar(&c.limit, "limit", 0, "stop after this many replies")
 	f.StringVar(&c.serializer, "serializer", "json", "serializer: json or msgpack")
-	f.BoolVar(&c.jsonOut, "json", false, "print one JSON object mapping node name to reply")
+	f.BoolVar(&c.jsonOut, "json", false, "print one JSON object mapping node name to reply (a float NaN or infinity prints as NaN, Infinity, -Infinity, as Python's json and Celery's --json print it: not standard JSON)")
 	f.StringVar(&c.secKey, "security-key", "", "PEM private key that signs messages (Celery's security_key)")
 	f.StringVar(&c.secCert, "security-certificate", "", "PEM certificate of that key (Celery's security_certificate)")
 	f.StringVar(&c.secStore, "security-cert-store", "", "directory or glob of trusted PEM certificates (Celery's security_cert_store); with all three, unsigned replies are refused")
@@ -326,7 +326,7 @@ func (c *cli) gather(ctx context.Context, mb *pidbox.Mailbox, method string, arg
 	}
 	sort.Strings(missing)
 	if c.jsonOut {
-		out, err := json.Marshal(values)
+		out, err := marshalReplies(values)
 		if err != nil {
 			return err
 		}
@@ -372,6 +372,9 @@ func asJSON(r reply.Reply) json.RawMessage {
 	}
 	var v any
 	if err := r.Decode(&v); err == nil {
+		if r.ContentType == "application/json" {
+			return json.RawMessage(r.Value) // with Python's NaN or Infinity
+		}
 		if b, err := marshalValue(v); err == nil {
 			return b
 		}

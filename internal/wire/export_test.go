@@ -98,17 +98,67 @@ func ReferenceDecodeRequestJSON(data []byte) (*Request, error) {
 }
 
 func ReferenceDecodeReplyJSON(data []byte) (string, Raw, error) {
-	var m map[string]Raw
-	if err := json.Unmarshal(data, &m); err != nil {
+	// Python's NaN, Infinity and -Infinity, where a value stands, become
+	// numbers of the same length, so that offsets in std are offsets in
+	// data and a value is kept as the reply held it.
+	std := referencePyTokens(data)
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(std, &m); err != nil {
 		return "", nil, err
 	}
 	if len(m) != 1 {
 		return "", nil, fmt.Errorf("%d nodes", len(m))
 	}
-	for k, v := range m {
-		return k, v, nil
+	dec := json.NewDecoder(bytes.NewReader(std))
+	if _, err := dec.Token(); err != nil {
+		return "", nil, err
 	}
-	return "", nil, nil
+	var node string
+	var value Raw
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", nil, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", nil, err
+		}
+		end := int(dec.InputOffset())
+		node, value = tok.(string), Raw(data[end-len(v):end])
+	}
+	return node, value, nil
+}
+
+// referencePyTokens replaces every NaN, Infinity and -Infinity outside
+// strings that stands between value delimiters by a number of the same
+// length.
+func referencePyTokens(data []byte) []byte {
+	out := bytes.Clone(data)
+	delimBefore := func(i int) bool { return i == 0 || strings.IndexByte(" \t\n\r[,:", data[i-1]) >= 0 }
+	delimAfter := func(i int) bool { return i == len(data) || strings.IndexByte(" \t\n\r],}", data[i]) >= 0 }
+	inString, escaped := false, false
+	for i := 0; i < len(data); i++ {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && data[i] == '\\':
+			escaped = true
+		case inString:
+			inString = data[i] != '"'
+		case data[i] == '"':
+			inString = true
+		default:
+			for _, tok := range []string{"NaN", "Infinity", "-Infinity"} {
+				if bytes.HasPrefix(data[i:], []byte(tok)) && delimBefore(i) && delimAfter(i+len(tok)) {
+					copy(out[i:], "1."+strings.Repeat("0", len(tok)-2))
+					i += len(tok) - 1
+					break
+				}
+			}
+		}
+	}
+	return out
 }
 
 // DecodeRequestJSON is the fast decoder alone, without DecodeRequest's

@@ -25,7 +25,10 @@ import (
 
 // decodeJSON is JSON.Unmarshal: numbers bound for interfaces are decoded
 // as above; other targets take encoding/json's path unchanged.
-func decodeJSON(data []byte, v any) error {
+func decodeJSON(data []byte, v any) error { return decodeJSONWith(data, v, jsonNumber) }
+
+// decodeJSONWith is decodeJSON converting numbers in interfaces with conv.
+func decodeJSONWith(data []byte, v any, conv func(any) (any, bool)) error {
 	if !holdsInterface(reflect.TypeOf(v), nil) {
 		return json.Unmarshal(data, v)
 	}
@@ -37,7 +40,7 @@ func decodeJSON(data []byte, v any) error {
 	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return fmt.Errorf("json: invalid character %q after top-level value", rest[0])
 	}
-	fixNumbers(reflect.ValueOf(v), jsonNumber)
+	fixNumbers(reflect.ValueOf(v), conv)
 	return nil
 }
 

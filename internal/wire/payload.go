@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Matcher names, as Kombu spells them in a request's "matcher" field.
@@ -137,6 +138,10 @@ func DecodeReply(c Codec, data []byte) (node string, value Raw, err error) {
 	}
 	if n != 1 {
 		return "", nil, fmt.Errorf("%w: reply holds %d nodes, want 1", ErrMalformed, n)
+	}
+	if !utf8.ValidString(node) {
+		// A msgpack bin key: Python reads it as bytes, not a node name.
+		return "", nil, fmt.Errorf("%w: reply's node name is not valid UTF-8", ErrMalformed)
 	}
 	return node, value, nil
 }

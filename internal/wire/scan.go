@@ -17,6 +17,9 @@ import (
 type scanner struct {
 	data []byte
 	i    int
+	// py also takes Python's NaN, Infinity and -Infinity as numbers (reply
+	// values only; see pyjson.go).
+	py bool
 }
 
 func (s *scanner) errorf(format string, args ...any) error {
@@ -239,6 +242,8 @@ func (s *scanner) skip(depth int) error {
 			}
 		}
 		return s.errorf("bad literal")
+	case s.py && (c == 'N' || c == 'I' || c == '-') && s.pyLiteral():
+		return nil
 	case c == '-' || (c >= '0' && c <= '9'):
 		return s.number()
 	default:

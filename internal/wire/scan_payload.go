@@ -111,7 +111,10 @@ func decodeReplyJSON(data []byte) (node string, value Raw, n int, err error) {
 	}
 	err = s.object(func(k []byte) error {
 		start := s.i
-		if err := s.skip(0); err != nil {
+		s.py = true // the value may hold Python's NaN and ±Infinity
+		err := s.skip(0)
+		s.py = false
+		if err != nil {
 			return err
 		}
 		if n == 0 || string(k) != node {
@@ -126,11 +129,17 @@ func decodeReplyJSON(data []byte) (node string, value Raw, n int, err error) {
 	return node, value, n, s.end()
 }
 
-// encodeReplyJSON writes {node: value} without building a map.
+// encodeReplyJSON writes {node: value} without building a map. A Raw
+// value that holds Python's NaN or ±Infinity (as DecodeReply keeps it) is
+// written as it is, as Python's json would write it.
 func encodeReplyJSON(node string, value any) ([]byte, error) {
 	v, err := json.Marshal(pyFloats(value))
 	if err != nil {
-		return nil, err
+		raw, ok := value.(Raw)
+		if !ok || !validPyValue(raw) {
+			return nil, err
+		}
+		v = raw
 	}
 	out := make([]byte, 0, len(node)+len(v)+8)
 	out = append(out, '{')
@@ -138,4 +147,11 @@ func encodeReplyJSON(node string, value any) ([]byte, error) {
 	out = append(out, ':')
 	out = append(out, v...)
 	return append(out, '}'), nil
+}
+
+// validPyValue reports whether data is one JSON value that may hold
+// Python's NaN and ±Infinity.
+func validPyValue(data []byte) bool {
+	s := &scanner{data: data, py: true}
+	return s.skip(0) == nil && s.end() == nil
 }

@@ -329,6 +329,22 @@ var trickyReplies = []string{
 	`null`,
 	`{"w@h": {"error": "KeyError('x')"}}`,
 	`{"w@h": [1, 2]} x`,
+	// Python's json writes float('nan') and float('inf') as bare tokens.
+	`{"w@h": {"a": Infinity, "b": -Infinity, "c": [NaN, 1.5]}}`,
+	`{"w@h": NaN}`,
+	`{"w@h":-Infinity}`,
+	`{"w@h": "NaN Infinity"}`,
+	`{"w@h": [1NaN]}`,
+	`{"w@h": [NaN1]}`,
+	`{"w@h": -NaN}`,
+	`{"w@h": [Infinity-]}`,
+	`{"w@h": nan}`,
+	`{"w@h": inf}`,
+	`{"w@h": Infinit}`,
+	`{"w@h": [NaNNaN]}`,
+	`{NaN: 1}`,
+	`NaN`,
+	`{"w@h": {"Infinity": Infinity}}`,
 }
 
 func TestPayloadDecodersAgreeWithReference(t *testing.T) {
