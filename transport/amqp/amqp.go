@@ -416,6 +416,8 @@ type activity struct {
 	err  atomic.Pointer[error]
 }
 
+// Read implements net.Conn, noting the time of every read that brought
+// bytes and the first read error.
 func (a *activity) Read(p []byte) (int, error) {
 	n, err := a.Conn.Read(p)
 	if n > 0 {
