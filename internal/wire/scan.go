@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -110,6 +112,12 @@ func (s *scanner) rawString() ([]byte, error) {
 		return nil, err
 	}
 	start := s.i
+	// Most strings (base64 bodies, names) are plain ASCII: find the quote
+	// with IndexByte and check the bytes before it a word at a time.
+	if j := bytes.IndexByte(s.data[start:], '"'); j >= 0 && allPlain(s.data[start:start+j]) {
+		s.i = start + j + 1
+		return s.data[start : start+j], nil
+	}
 	simple := true
 	for s.i < len(s.data) {
 		// Most strings (base64 bodies, names) are plain ASCII: skip those
@@ -142,6 +150,28 @@ func (s *scanner) rawString() ([]byte, error) {
 		}
 	}
 	return nil, s.errorf("unterminated string")
+}
+
+// allPlain reports whether every byte of b is plain (see plain), eight
+// bytes at a time: a word is plain when none of its bytes has the high bit
+// set, is below 0x20 or is a backslash (a quote is not looked for: b ends
+// before the first one).
+func allPlain(b []byte) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		bs := x ^ (lo * '\\')
+		if (x|((x-lo*0x20)&^x)|((bs-lo)&^bs))&hi != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if !plain[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // plain marks the bytes a JSON string holds as they are: not a quote, a
