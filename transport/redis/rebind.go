@@ -33,6 +33,9 @@ func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, ro
 	if !s.rebindDue(time.Now()) {
 		return t.Publish(ctx, ex, routingKey, msg) // one command, no pipeline
 	}
+	if t.coalesces(ex) {
+		return t.coalesce(&pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, rebind: s})
+	}
 	t.declMu.RLock()
 	defer t.declMu.RUnlock()
 	if s.unbound {

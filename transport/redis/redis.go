@@ -138,6 +138,8 @@ type Transport struct {
 
 	noBLMPOP atomic.Bool // the server lacks BLMPOP (Redis < 7)
 
+	co coalescer // publishes waiting to go out in one pipeline
+
 	// redial is signalled when the blocking client opens a connection:
 	// Redis may have restarted without its data, so bindings are declared
 	// again at once rather than at the next lease renewal.
@@ -257,6 +259,7 @@ func newTransport(client goredis.UniversalClient, opts Options) *Transport {
 		subs:     map[*subscription]struct{}{},
 		stop:     make(chan struct{}),
 		redial:   make(chan struct{}, 1),
+		co:       coalescer{max: maxInflight},
 	}
 }
 
@@ -341,6 +344,21 @@ func (t *Transport) Publish(ctx context.Context, ex transport.Exchange, routingK
 	if t.isClosed() {
 		return transport.ErrClosed
 	}
+	if t.coalesces(ex) {
+		return t.coalesce(&pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg})
+	}
+	return t.publishPlain(ctx, ex, routingKey, msg)
+}
+
+// coalesces reports whether publishes to ex go through the coalescer (see
+// batch.go): fanout and direct exchanges, but not on Cluster, whose
+// publishes take their own paths.
+func (t *Transport) coalesces(ex transport.Exchange) bool {
+	return !t.cluster && (ex.Kind == transport.Fanout || ex.Kind == transport.Direct)
+}
+
+// publishPlain publishes msg on its own.
+func (t *Transport) publishPlain(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
 	var err error
 	switch ex.Kind {
 	case transport.Fanout:

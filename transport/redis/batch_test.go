@@ -1,0 +1,188 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/transport"
+	pidredis "github.com/gopidbox/pidbox/transport/redis"
+)
+
+// pipelineSizes is a go-redis hook that records how commands reach Redis:
+// alone, or in pipelines of which it keeps the largest.
+type pipelineSizes struct {
+	single, pipelines, largest atomic.Int64
+}
+
+func (h *pipelineSizes) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *pipelineSizes) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.single.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *pipelineSizes) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.pipelines.Add(1)
+		for {
+			old := h.largest.Load()
+			if int64(len(cmds)) <= old || h.largest.CompareAndSwap(old, int64(len(cmds))) {
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// hooked is a transport on a client of its own, with h watching it.
+func hooked(t *testing.T, srv *redistest.Server, h *pipelineSizes) *pidredis.Transport {
+	t.Helper()
+	o, err := goredis.ParseURL(srv.URL(0))
+	require.NoError(t, err)
+	o.ContextTimeoutEnabled = true
+	client := goredis.NewClient(o)
+	client.AddHook(h)
+	tr := pidredis.NewFromClient(client, pidredis.Options{Logger: quiet})
+	t.Cleanup(func() { _ = tr.Close(); _ = client.Close() })
+	return tr
+}
+
+// Publishes from many goroutines at once go out in shared pipelines, and
+// every message arrives exactly once; a lone publish is one command.
+func TestCoalescedPublishes(t *testing.T) {
+	srv := redistest.Start(t)
+	var h pipelineSizes
+	tr := hooked(t, srv, &h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	ex := transport.Exchange{Name: "coalesce.pidbox", Kind: transport.Direct}
+	var mu sync.Mutex
+	got := map[string]int{}
+	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: ex, RoutingKey: "k", Queue: "q"}, func(msg []byte) {
+		mu.Lock()
+		got[string(msg)]++
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	defer sub.Close()
+
+	// A lone publish, on a transport with nothing else to do, is one
+	// command, not a pipeline.
+	var lone pipelineSizes
+	tr2 := hooked(t, srv, &lone)
+	require.NoError(t, tr2.Publish(ctx, ex, "k", []byte("first"))) // loads the script
+	single, pipelines := lone.single.Load(), lone.pipelines.Load() // go-redis pipelines a new connection's set-up
+	require.NoError(t, tr2.Publish(ctx, ex, "k", []byte("alone")))
+	assert.Equal(t, single+1, lone.single.Load(), "a lone publish is one command")
+	assert.Equal(t, pipelines, lone.pipelines.Load(), "a lone publish is not a pipeline")
+
+	// Two rounds; before the second, Redis forgets its scripts, as after
+	// a restart, and the batches load the script again.
+	const goroutines, each = 64, 10
+	for round := range 2 {
+		if round == 1 {
+			rdb := srv.Client(0)
+			require.NoError(t, rdb.ScriptFlush(ctx).Err())
+			_ = rdb.Close()
+		}
+		var wg sync.WaitGroup
+		for g := range goroutines {
+			wg.Go(func() {
+				for i := range each {
+					assert.NoError(t, tr.Publish(ctx, ex, "k", fmt.Appendf(nil, "m%d.%d.%d", round, g, i)))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 2*goroutines*each+2
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	for m, n := range got {
+		assert.Equal(t, 1, n, "message %s delivered %d times", m, n)
+	}
+	mu.Unlock()
+	assert.Greater(t, h.largest.Load(), int64(1), "concurrent publishes shared a pipeline")
+	t.Logf("%d publishes: %d commands alone, %d pipelines, the largest of %d commands",
+		2*goroutines*each, h.single.Load(), h.pipelines.Load(), h.largest.Load())
+}
+
+// While Redis does not answer, publishes queued behind those in flight
+// return at their own deadlines, and the transport works again after.
+func TestCoalescedDeadlines(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	ctx := context.Background()
+	ex := transport.Exchange{Name: "paused.pidbox", Kind: transport.Fanout}
+	require.NoError(t, tr.Publish(ctx, ex, "", []byte("warm")))
+
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	require.NoError(t, rdb.Do(ctx, "CLIENT", "PAUSE", 2000, "ALL").Err())
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			d := time.Duration(100+10*i) * time.Millisecond
+			pctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			start := time.Now()
+			err := tr.Publish(pctx, ex, "", []byte("m"))
+			elapsed := time.Since(start)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.Less(t, elapsed, d+700*time.Millisecond, "publish %d returned long after its deadline", i)
+		})
+	}
+	wg.Wait()
+	require.NoError(t, rdb.Do(ctx, "CLIENT", "UNPAUSE").Err())
+	require.Eventually(t, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return tr.Publish(pctx, ex, "", []byte("after")) == nil
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+// A batch that finds Redis without its scripts (a restart, SCRIPT FLUSH)
+// loads them and sends what failed again; errors reach only their own
+// publish.
+func TestBatchReloadsScripts(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	pidredis.SendAllBatched(tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ex := transport.Exchange{Name: "reload.pidbox", Kind: transport.Direct}
+	got := make(chan string, 100)
+	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: ex, RoutingKey: "k", Queue: "q"}, func(msg []byte) { got <- string(msg) })
+	require.NoError(t, err)
+	defer sub.Close()
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	for i := range 3 {
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		require.NoError(t, tr.Publish(ctx, ex, "k", fmt.Appendf(nil, "m%d", i)))
+		select {
+		case m := <-got:
+			assert.Equal(t, fmt.Sprintf("m%d", i), m)
+		case <-ctx.Done():
+			t.Fatal("message not delivered")
+		}
+	}
+	// An exchange of an unknown kind fails alone.
+	err = tr.Publish(ctx, transport.Exchange{Name: "x", Kind: "bogus"}, "k", []byte("m"))
+	assert.ErrorContains(t, err, "unknown kind")
+}
