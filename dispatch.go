@@ -13,6 +13,7 @@ import (
 
 	"github.com/gopidbox/pidbox/internal/wire"
 	"github.com/gopidbox/pidbox/reply"
+	"github.com/gopidbox/pidbox/transport"
 )
 
 // errNotAuthorized is the error reply to a command that Authorize refused.
@@ -229,19 +230,30 @@ func (n *Node) run(ctx context.Context, e *entry, t *task) {
 
 // runInline runs a built-in that cannot block on the reader: no deadline
 // to watch, no goroutine.
+// Its reply is queued where the transport can (transport.Queuer), so the
+// reader goes on to the next command while the reply is on its way; the
+// slot is held until it is sent.
 func (n *Node) runInline(ctx context.Context, e *entry, t *task) {
-	defer n.inflight.Done()
-	defer func() { <-e.slots }()
+	var obs CommandObserver
 	if n.mb.opts.Observer != nil {
-		ctx, obs := n.startCommand(ctx, e, t)
-		res := n.call(ctx, e, t.req)
-		n.finish(t, res)
-		if obs != nil {
-			obs.End(handlerErr(res.err))
-		}
+		ctx, obs = n.startCommand(ctx, e, t)
+	}
+	res := n.call(ctx, e, t.req)
+	if q, ok := n.mb.tr.(transport.Queuer); ok {
+		n.finishQueued(q, t, res, func() { n.endInline(e, obs, res) })
 		return
 	}
-	n.finish(t, n.call(ctx, e, t.req))
+	n.finish(t, res)
+	n.endInline(e, obs, res)
+}
+
+// endInline ends a command run by runInline, once its reply is sent.
+func (n *Node) endInline(e *entry, obs CommandObserver, res result) {
+	if obs != nil {
+		obs.End(handlerErr(res.err))
+	}
+	<-e.slots
+	n.inflight.Done()
 }
 
 // authorized asks NodeOptions.Authorize whether the request may run.
@@ -256,15 +268,34 @@ func (n *Node) authorized(ctx context.Context, req *Request) result {
 	return result{}
 }
 
-// finish replies with a handler's result, or logs a failed cast.
+// finish replies with a handler's result, or logs a failed cast. A reply
+// has no deadline of its own: the transport's timeouts bound it.
 func (n *Node) finish(t *task, res result) {
-	if t.wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
-		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
-			n.warnings.Warn("pidbox: command failed", "method", t.wr.Method, "err", res.err)
-		}
+	if msg := n.replyFor(t, res); msg != nil {
+		n.logSent(t, publish(context.Background(), n.mb.tr, n.mb.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription()))
+	}
+}
+
+// finishQueued is finish with the reply queued where the transport can;
+// done is called once the reply is sent, or failed, or not needed.
+func (n *Node) finishQueued(q transport.Queuer, t *task, res result, done func()) {
+	msg := n.replyFor(t, res)
+	if msg == nil {
+		done()
 		return
 	}
-	n.reply(t, res)
+	m := n.mb
+	q.PublishQueued(context.Background(), m.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription(), func(err error) {
+		n.logSent(t, err)
+		done()
+	})
+}
+
+// logSent logs a reply that could not be sent.
+func (n *Node) logSent(t *task, err error) {
+	if err != nil {
+		n.warnings.Warn("pidbox: reply not sent", "method", t.wr.Method, "err", err)
+	}
 }
 
 func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
@@ -280,10 +311,17 @@ func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
 	return result{value: v, err: err}
 }
 
-// reply sends {hostname: value} to the caller's reply queue in the
+// replyFor encodes {hostname: value}, for the caller's reply queue, in the
 // mailbox's own serializer, as a Kombu node does, whatever the request
-// came in.
-func (n *Node) reply(t *task, res result) {
+// came in. It returns nil when there is nothing to send: a cast, a handler
+// that returned ErrNoReply, or a reply that cannot be encoded (logged).
+func (n *Node) replyFor(t *task, res result) []byte {
+	if t.wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
+		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
+			n.warnings.Warn("pidbox: command failed", "method", t.wr.Method, "err", res.err)
+		}
+		return nil
+	}
 	m := n.mb
 	value := res.value
 	if res.err != nil {
@@ -295,23 +333,19 @@ func (n *Node) reply(t *task, res result) {
 		data, err = wire.EncodeReply(m.codec, n.hostname, wire.ErrorValue{Error: fmt.Sprintf("the reply of %s cannot be serialized: %v", t.wr.Method, err)})
 		if err != nil {
 			n.warnings.Error("pidbox: error reply cannot be serialized", "err", err)
-			return
+			return nil
 		}
 	}
 	body, err := m.seal(Body{ContentType: m.codec.ContentType(), ContentEncoding: m.codec.ContentEncoding(), Data: data})
 	if err != nil {
 		n.warnings.Error("pidbox: reply not sent", "method", t.wr.Method, "err", err)
-		return
+		return nil
 	}
-	msg := wire.Encode(&wire.Envelope{
+	return wire.Encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
 		ContentEncoding: body.ContentEncoding,
 		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Ticket: t.wr.Ticket, Expires: t.headers.Expires},
 		Properties:      wire.Properties{DeliveryMode: wire.Transient, Exchange: t.wr.ReplyTo.Exchange, RoutingKey: t.wr.ReplyTo.RoutingKey},
 	})
-	// No deadline of its own: the transport's timeouts bound a reply.
-	if err := publish(context.Background(), m.tr, m.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription()); err != nil {
-		n.warnings.Warn("pidbox: reply not sent", "method", t.wr.Method, "err", err)
-	}
 }

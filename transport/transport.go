@@ -135,6 +135,18 @@ type Rebinder interface {
 	PublishRebind(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription) error
 }
 
+// Queuer is implemented by transports that can take a publish without
+// waiting for it: PublishQueued sends msg as Publish does (declaring sub's
+// binding again, as Rebinder does, when sub is not nil) and calls done
+// with the outcome, either before it returns or later from another
+// goroutine once the message went out with others. A node replies this way
+// from the goroutine that reads its queue, so the next command is read
+// while replies are on their way, and replies that are ready at the same
+// moment share one round trip. done must be quick and must not block.
+type Queuer interface {
+	PublishQueued(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, done func(error))
+}
+
 // Transport is a broker connection that pidbox mailboxes and nodes share.
 // Implementations are safe for concurrent use.
 type Transport interface {

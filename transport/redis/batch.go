@@ -44,7 +44,8 @@ type pubOp struct {
 	rebind     *subscription
 
 	err  error
-	done chan struct{} // closed once err is set; nil for a publish run at once
+	done chan struct{} // closed once err is set, for coalesce
+	then func(error)   // called with err instead, for PublishQueued
 }
 
 // coalescer is the queue of publishes waiting for a free slot.
@@ -61,30 +62,15 @@ type coalescer struct {
 // in that case o may still be published (as with any command whose reply
 // did not arrive in time) unless it had not left the queue.
 func (t *Transport) coalesce(o *pubOp) error {
-	c := &t.co
-	c.mu.Lock()
-	if c.inflight < c.max {
-		c.inflight++
-		c.mu.Unlock()
-		err := t.publishOne(o)
-		t.release()
+	if queued, err := t.start(o); !queued {
 		return err
 	}
-	// The caller may reuse msg once we return, which can be before the
-	// batch is written.
-	o.msg = slices.Clone(o.msg)
-	o.done = make(chan struct{})
-	c.queue = append(c.queue, o)
-	if c.inflight == 0 { // only when max is 0: nobody in flight will flush
-		c.inflight++
-		go t.flush()
-	}
-	c.mu.Unlock()
 	select {
 	case <-o.done:
 		return o.err
 	case <-o.ctx.Done():
 	}
+	c := &t.co
 	c.mu.Lock()
 	if i := slices.Index(c.queue, o); i >= 0 {
 		c.queue = slices.Delete(c.queue, i, i+1)
@@ -98,6 +84,59 @@ func (t *Transport) coalesce(o *pubOp) error {
 	default:
 		return t.errorf("publish to %s: no answer: %w", o.ex.Name, context.Cause(o.ctx))
 	}
+}
+
+var _ transport.Queuer = (*Transport)(nil)
+
+// PublishQueued implements transport.Queuer: o runs at once when a slot
+// is free, and done is called before PublishQueued returns; otherwise it
+// joins the next batch, and the goroutine sending that batch calls done.
+func (t *Transport) PublishQueued(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription, done func(error)) {
+	if t.isClosed() {
+		done(transport.ErrClosed)
+		return
+	}
+	o := &pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, then: done}
+	if s, ok := sub.(*subscription); ok && s.t == t && s.rebindDue(time.Now()) {
+		o.rebind = s
+	}
+	switch {
+	case !t.coalesces(ex) && o.rebind != nil:
+		done(t.publishRebind(ctx, ex, routingKey, msg, o.rebind))
+	case !t.coalesces(ex):
+		done(t.publishPlain(ctx, ex, routingKey, msg))
+	default:
+		if queued, err := t.start(o); !queued {
+			done(err)
+		}
+	}
+}
+
+// start publishes o at once when a slot is free and returns its error;
+// otherwise it queues o and reports so.
+func (t *Transport) start(o *pubOp) (queued bool, err error) {
+	c := &t.co
+	c.mu.Lock()
+	if c.inflight < c.max {
+		c.inflight++
+		c.mu.Unlock()
+		err := t.publishOne(o)
+		t.release()
+		return false, err
+	}
+	// The caller may reuse msg once we return, which is before the batch
+	// is written.
+	o.msg = slices.Clone(o.msg)
+	if o.then == nil {
+		o.done = make(chan struct{})
+	}
+	c.queue = append(c.queue, o)
+	if c.inflight == 0 { // only when max is 0: nobody in flight will flush
+		c.inflight++
+		go t.flush()
+	}
+	c.mu.Unlock()
+	return true, nil
 }
 
 // release frees a slot, or, when publishes are queued, keeps it for a
@@ -135,7 +174,11 @@ func (t *Transport) flush() {
 
 		t.publishBatch(batch)
 		for _, o := range batch {
-			close(o.done)
+			if o.then != nil {
+				o.then(o.err)
+			} else {
+				close(o.done)
+			}
 		}
 		clear(batch)
 		c.mu.Lock()

@@ -186,3 +186,33 @@ func TestBatchReloadsScripts(t *testing.T) {
 	err = tr.Publish(ctx, transport.Exchange{Name: "x", Kind: "bogus"}, "k", []byte("m"))
 	assert.ErrorContains(t, err, "unknown kind")
 }
+
+// A node's replies to built-ins are queued (transport.Queuer): sent in
+// batches, every concurrent caller still gets its own reply, for both
+// kinds of exchange, and the node's statistics count each once.
+func TestQueuedReplies(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, kind := range []transport.Kind{transport.Fanout, transport.Direct} {
+		t.Run(string(kind), func(t *testing.T) {
+			v := variant{Kind: kind, Serializer: "json"}
+			ntr := open(t, srv, srv.URL(0), pidredis.Options{})
+			pidredis.SendAllBatched(ntr)
+			node := goNode(t, ntr, v, "q@h")
+			ctl := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v)
+			var wg sync.WaitGroup
+			var ok atomic.Int64
+			for range 32 {
+				wg.Go(func() {
+					for range 10 {
+						if assert.NoError(t, ping(t, ctl, "q@h", 5*time.Second)) {
+							ok.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			assert.Equal(t, int64(320), ok.Load())
+			assert.Equal(t, uint64(320), node.Stats().Handlers["ping"].Calls)
+		})
+	}
+}

@@ -36,6 +36,11 @@ func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, ro
 	if t.coalesces(ex) {
 		return t.coalesce(&pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, rebind: s})
 	}
+	return t.publishRebind(ctx, ex, routingKey, msg, s)
+}
+
+// publishRebind publishes msg with s's binding, without the coalescer.
+func (t *Transport) publishRebind(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, s *subscription) error {
 	t.declMu.RLock()
 	defer t.declMu.RUnlock()
 	if s.unbound {
