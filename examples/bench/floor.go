@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,39 +107,29 @@ func (b *bench) floorSequential() (call func(), stop func()) {
 		}
 }
 
-func (b *bench) floorConcurrent(d time.Duration) {
-	names, stop := b.floorNodes(concurrentNodes)
-	defer stop()
-	client := b.rawClient(4 * concurrentCallers)
-	defer client.Close()
+// floorCaller returns a raw call for callers concurrent callers to
+// nodes raw nodes: dest is the caller's index, which picks its node and
+// its reply list.
+func (b *bench) floorCaller(nodes, callers int) (call func(dest string) bool, stop func()) {
+	names, stopNodes := b.floorNodes(nodes)
+	client := b.rawClient(4 * callers)
 	reqSize, _ := envelopeSizes()
-	ctx := context.Background()
-	var calls atomic.Int64
-	var mu sync.Mutex
-	var lat latencies
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(d)
-	for c := range concurrentCallers {
-		wg.Go(func() {
-			key := "floor." + uuid.NewString()
-			payload := pad(names[c%concurrentNodes]+"|"+key+"|", reqSize)
-			var mine latencies
-			for time.Now().Before(deadline) {
-				t := time.Now()
-				check(client.Publish(ctx, floorChannel, payload).Err())
-				if _, err := client.BRPop(ctx, 5*time.Second, key).Result(); err == nil {
-					calls.Add(1)
-					mine = append(mine, time.Since(t))
-				}
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		})
+	payloads := make(map[string]string, callers)
+	keys := make(map[string]string, callers)
+	for c := range callers {
+		key := "floor." + uuid.NewString()
+		keys[fmt.Sprint(c)] = key
+		payloads[fmt.Sprint(c)] = pad(names[c%nodes]+"|"+key+"|", reqSize)
 	}
-	wg.Wait()
-	b.record("concurrent", "floor", "callers", concurrentCallers, "nodes", concurrentNodes,
-		"calls_per_s", float64(calls.Load())/d.Seconds(), "p99_ms", lat.pct(0.99))
+	ctx := context.Background()
+	return func(dest string) bool {
+			check(client.Publish(ctx, floorChannel, payloads[dest]).Err())
+			_, err := client.BRPop(ctx, 5*time.Second, keys[dest]).Result()
+			return err == nil
+		}, func() {
+			_ = client.Close()
+			stopNodes()
+		}
 }
 
 // floorGather returns a function that runs raw gathers of n raw nodes.

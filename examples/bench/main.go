@@ -26,7 +26,7 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "fewer iterations")
 	kombu    = flag.Bool("kombu", true, "measure Kombu side by side (needs /usr/bin/python3 with kombu)")
-	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,nolimit,memory,otel,topology,broadcast5000,clusterpubsub,kombu,amqp); default all")
+	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,memory,otel,topology,broadcast5000,clusterpubsub,kombu,amqp); default all")
 	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 )
@@ -58,7 +58,6 @@ func main() {
 	run("seq", b.sequential)
 	run("concurrent", b.concurrent)
 	run("gather", b.gathers)
-	run("nolimit", b.noLimit)
 	run("memory", b.memory)
 	run("otel", b.otel)
 	run("topology", b.topology)           // topology.go
@@ -135,18 +134,23 @@ func (b *bench) ratios() {
 		lessIsBetter   bool
 	}
 	rs := []ratio{
-		{"seq_call_p50 pidbox/floor", "seq_call/pidbox/p50_ms", "seq_call/floor/p50_ms", 1.5, true},
+		{"seq_call_p50 pidbox/floor", "seq_call/pidbox/p50_ms", "seq_call/floor/p50_ms", 1.1, true},
 		{"seq_call_p50 pidbox/pidbox_norebind", "seq_call/pidbox/p50_ms", "seq_call/pidbox_norebind/p50_ms", 0, true},
 		{"seq_call_p50 pidbox/kombu", "seq_call/pidbox/p50_ms", "seq_call/kombu/p50_ms", 0.2, true},
-		{"concurrent_calls_per_s pidbox/floor", "concurrent/pidbox/calls_per_s", "concurrent/floor/calls_per_s", 0.6, false},
+		{"concurrent_calls_per_s pidbox/floor", "concurrent/pidbox/calls_per_s", "concurrent/floor/calls_per_s", 1.0, false},
+		{"concurrent_p99 pidbox/floor", "concurrent/pidbox/p99_ms", "concurrent/floor/p99_ms", 0, true},
+		{"concurrent2_calls_per_s pidbox/floor", "concurrent_2/pidbox/calls_per_s", "concurrent_2/floor/calls_per_s", 0, false},
 		{"gather10_p50 pidbox/kombu", "gather_10/pidbox/p50_ms", "gather_10/kombu/p50_ms", 0, true},
 		{"gather50_p50 pidbox/kombu", "gather_50/pidbox/p50_ms", "gather_50/kombu/p50_ms", 0, true},
-		{"gather100_p50 pidbox/floor", "gather_100/pidbox/p50_ms", "gather_100/floor/p50_ms", 1.5, true},
-		{"gather1000_p50 pidbox/floor", "gather_1000/pidbox/p50_ms", "gather_1000/floor/p50_ms", 1.5, true},
-		{"nolimit100_p50 pidbox/gather100_floor", "nolimit_100/pidbox/p50_ms", "gather_100/floor/p50_ms", 2, true},
-		{"nolimit_p50 pidbox/kombu", "nolimit_100/pidbox/p50_ms", "nolimit/kombu/p50_ms", 0, true},
-		{"controller_heap after/before", "memory/pidbox/heap_after_kib", "memory/pidbox/heap_before_kib", 1.10, true},
 	}
+	for _, n := range []int{100, 500, 1000} {
+		rs = append(rs,
+			ratio{fmt.Sprintf("gather%d_p50 pidbox/floor", n), fmt.Sprintf("gather_%d/pidbox/p50_ms", n), fmt.Sprintf("gather_%d/floor/p50_ms", n), 1.2, true},
+			ratio{fmt.Sprintf("nolimit%d_p50 pidbox/gather%d_floor", n, n), fmt.Sprintf("nolimit_%d/pidbox/p50_ms", n), fmt.Sprintf("gather_%d/floor/p50_ms", n), 1.2, true})
+	}
+	rs = append(rs,
+		ratio{"nolimit_p50 pidbox/kombu", "nolimit_100/pidbox/p50_ms", "nolimit/kombu/p50_ms", 0, true},
+		ratio{"controller_heap after/before", "memory/pidbox/heap_after_kib", "memory/pidbox/heap_before_kib", 1.10, true})
 	for _, r := range rs {
 		num, ok1 := b.results[r.num]
 		den, ok2 := b.results[r.den]

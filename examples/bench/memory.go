@@ -69,16 +69,16 @@ func readRSS(pid int) int64 {
 // with its level after a warm-up.
 func (b *bench) heapAfterCalls() {
 	n := iters(100_000)
-	f := b.startFleet("mem", concurrentNodes)
+	f := b.startFleet("mem", concurrentLoads[0].nodes)
 	defer f.stop()
 	ctl, done := b.controller()
 	defer done()
 	run := func(total int) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
-		for c := range concurrentCallers {
+		for c := range concurrentLoads[0].callers {
 			wg.Go(func() {
-				dest := f.nodes[c%concurrentNodes].Hostname()
+				dest := f.nodes[c%len(f.nodes)].Hostname()
 				for next.Add(1) <= int64(total) {
 					_, err := ctl.Call(context.Background(), "ping", nil, pidbox.To(dest), pidbox.Timeout(5*time.Second))
 					check(err)
