@@ -82,6 +82,11 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 		n.observe(ctx, EventSkipped, "", ReasonUndecodable, 1)
 		return
 	}
+	if n.mb.opts.Observer == nil && wire.NotAddressed(codec, body, n.hostname) {
+		// For another node: known without decoding the request (an
+		// Observer gets the full decode, for the method's name).
+		return
+	}
 	wr, err := wire.DecodeRequest(codec, body)
 	if err != nil {
 		n.drop(&n.dropped, "pidbox: message dropped", "err", err)

@@ -57,6 +57,17 @@ func BenchmarkRequest(b *testing.B) {
 				}
 			}
 		})
+		if c.Name() == "json" {
+			// What a node pays for a command that names another node.
+			b.Run("notaddressed/json", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if !wire.NotAddressed(c, data, "other@h") {
+						b.Fatal("addressed")
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/gopidbox/pidbox/internal/wire"
@@ -73,6 +74,14 @@ func FuzzDecodeRequest(f *testing.F) {
 		r, err := wire.DecodeRequest(c, data)
 		if err != nil {
 			return
+		}
+		// NotAddressed agrees with the full decode on every request it
+		// decodes, for a name it lists and one it does not.
+		for _, h := range append(slices.Clone(r.Destination), "a@h", "") {
+			want := c.Name() == "json" && len(r.Destination) > 0 && !slices.Contains(r.Destination, h)
+			if got := wire.NotAddressed(c, data, h); got != want {
+				t.Fatalf("NotAddressed(%q, %q) = %v; the decoded destination is %q", data, h, got, r.Destination)
+			}
 		}
 		b, err := wire.EncodeRequest(c, r)
 		if err != nil {

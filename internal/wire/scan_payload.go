@@ -155,3 +155,63 @@ func validPyValue(data []byte) bool {
 	s := &scanner{data: data, py: true}
 	return s.skip(0) == nil && s.end() == nil
 }
+
+// NotAddressed reports whether a request payload certainly does not
+// address hostname: its destination, read as decodeRequestJSON reads it,
+// is a non-empty list without hostname (Kombu's rule: a destination wins
+// over a pattern). It reads no other field and allocates nothing unless a
+// name holds escapes, so a node skips the commands for other nodes
+// cheaply. false means "decode it": the payload may address hostname,
+// or is not JSON, or is malformed.
+func NotAddressed(c Codec, data []byte, hostname string) bool {
+	if _, ok := c.(JSON); !ok {
+		return false
+	}
+	s := &scanner{data: data}
+	if s.peek() != '{' {
+		return false
+	}
+	var listed, named bool
+	err := s.object(func(k []byte) error {
+		if string(canon(k)) != "destination" {
+			return s.skip(1)
+		}
+		listed, named = false, false // the last one counts, as in encoding/json
+		if s.null() {
+			return nil
+		}
+		if s.peek() != '[' {
+			return s.errorf("want a list of strings")
+		}
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			listed = true
+			if s.null() {
+				named = named || hostname == "" // null reads as ""
+			} else {
+				if s.peek() != '"' {
+					return s.errorf("want a string")
+				}
+				name, err := s.rawString()
+				if err != nil {
+					return err
+				}
+				named = named || string(name) == hostname
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case ']':
+				s.i++
+				return nil
+			default:
+				return s.errorf("want , or ]")
+			}
+		}
+	})
+	return err == nil && s.end() == nil && listed && !named
+}
