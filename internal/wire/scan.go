@@ -233,6 +233,30 @@ func (s *scanner) value() (string, error) {
 
 const maxDepth = 10000 // as encoding/json
 
+// array calls elem for every element of the array that starts here (the
+// caller saw its '['); elem must consume the element.
+func (s *scanner) array(elem func() error) error {
+	s.i++
+	if s.peek() == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.errorf("want , or ]")
+		}
+	}
+}
+
 // skip consumes and validates any JSON value.
 func (s *scanner) skip(depth int) error {
 	if depth > maxDepth {
@@ -242,25 +266,7 @@ func (s *scanner) skip(depth int) error {
 	case c == '{':
 		return s.object(func([]byte) error { return s.skip(depth + 1) })
 	case c == '[':
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			if err := s.skip(depth + 1); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return nil
-			default:
-				return s.errorf("want , or ]")
-			}
-		}
+		return s.array(func() error { return s.skip(depth + 1) })
 	case c == '"':
 		_, err := s.rawString()
 		return err

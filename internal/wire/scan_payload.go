@@ -183,35 +183,19 @@ func NotAddressed(c Codec, data []byte, hostname string) bool {
 		if s.peek() != '[' {
 			return s.errorf("want a list of strings")
 		}
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return nil
-		}
-		for {
+		return s.array(func() error {
 			listed = true
 			if s.null() {
 				named = named || hostname == "" // null reads as ""
-			} else {
-				if s.peek() != '"' {
-					return s.errorf("want a string")
-				}
-				name, err := s.rawString()
-				if err != nil {
-					return err
-				}
-				named = named || string(name) == hostname
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
 				return nil
-			default:
-				return s.errorf("want , or ]")
 			}
-		}
+			if s.peek() != '"' {
+				return s.errorf("want a string")
+			}
+			name, err := s.rawString()
+			named = named || string(name) == hostname
+			return err
+		})
 	})
 	return err == nil && s.end() == nil && listed && !named
 }
