@@ -149,6 +149,7 @@ func (b *bench) ratios() {
 			ratio{fmt.Sprintf("nolimit%d_p50 pidbox/gather%d_floor", n, n), fmt.Sprintf("nolimit_%d/pidbox/p50_ms", n), fmt.Sprintf("gather_%d/floor/p50_ms", n), 1.2, true})
 	}
 	rs = append(rs,
+		ratio{"gather100_apart_p50 pidbox/floor", "gather_100_apart/pidbox/p50_ms", "gather_100_apart/floor/p50_ms", 0, true},
 		ratio{"nolimit_p50 pidbox/kombu", "nolimit_100/pidbox/p50_ms", "nolimit/kombu/p50_ms", 0, true},
 		ratio{"controller_heap after/before", "memory/pidbox/heap_after_kib", "memory/pidbox/heap_before_kib", 1.10, true})
 	for _, r := range rs {

@@ -16,6 +16,7 @@ import (
 // node with its own subscription connection.
 type fleet struct {
 	tr     *pidredis.Transport
+	apart  []*pidredis.Transport // one per node, when they have their own
 	nodes  []*pidbox.Node
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -35,12 +36,28 @@ type noRebind struct{ transport.Transport }
 
 func (b *bench) startFleet(prefix string, n int) *fleet { return b.startFleetOn(prefix, n, false) }
 
+// startFleetApart starts n nodes each on a transport of its own, as nodes
+// in their own processes are: their replies cannot share pipelines.
+func (b *bench) startFleetApart(prefix string, n int) *fleet {
+	f := &fleet{}
+	for range n {
+		f.apart = append(f.apart, b.openTransport())
+	}
+	f.start(prefix, n, func(i int) transport.Transport { return f.apart[i] })
+	return f
+}
+
 func (b *bench) startFleetOn(prefix string, n int, plain bool) *fleet {
 	f := &fleet{tr: b.openTransport()}
 	var tr transport.Transport = f.tr
 	if plain {
 		tr = noRebind{f.tr}
 	}
+	f.start(prefix, n, func(int) transport.Transport { return tr })
+	return f
+}
+
+func (f *fleet) start(prefix string, n int, trFor func(i int) transport.Transport) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	var mu sync.Mutex
@@ -50,7 +67,7 @@ func (b *bench) startFleetOn(prefix string, n int, plain bool) *fleet {
 		start.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			mb, err := pidbox.New(tr, pidbox.Options{Logger: quiet})
+			mb, err := pidbox.New(trFor(i), pidbox.Options{Logger: quiet})
 			check(err)
 			node := mb.NewNode(fmt.Sprintf("%s%04d@bench", prefix, i), pidbox.NodeOptions{Concurrency: 256})
 			f.wg.Go(func() { _ = node.Serve(ctx) })
@@ -61,13 +78,17 @@ func (b *bench) startFleetOn(prefix string, n int, plain bool) *fleet {
 		})
 	}
 	start.Wait()
-	return f
 }
 
 func (f *fleet) stop() {
 	f.cancel()
 	f.wg.Wait()
-	_ = f.tr.Close()
+	if f.tr != nil {
+		_ = f.tr.Close()
+	}
+	for _, tr := range f.apart {
+		_ = tr.Close()
+	}
 }
 
 func (b *bench) controller() (*pidbox.Mailbox, func()) { return b.controllerOn(false) }
@@ -252,6 +273,31 @@ func (b *bench) gathers() {
 		}
 		b.record(fmt.Sprintf("gather_%d", n), "floor", "nodes", n, "iters", len(flat), "p50_ms", flat.pct(0.5), "p99_ms", flat.pct(0.99))
 	}
+	b.gatherApart(100)
+}
+
+// gatherApart is gather_N with every node on a transport of its own, as
+// in a fleet of processes: the figures above let the replies of nodes
+// that share a transport share pipelines, which nodes in their own
+// processes cannot.
+func (b *bench) gatherApart(n int) {
+	it := iters(200)
+	f := b.startFleetApart("ga", n)
+	ctl, done := b.controller()
+	floorGather, stopFloor := b.floorGather(n)
+	b.gatherPidbox(ctl, n, 3, pidbox.Limit(n))
+	floorGather(3)
+	var lat, flat latencies
+	for range rounds {
+		lat = append(lat, b.gatherPidbox(ctl, n, max(it/rounds, 1), pidbox.Limit(n))...)
+		flat = append(flat, floorGather(max(it/rounds, 1))...)
+	}
+	stopFloor()
+	done()
+	f.stop()
+	name := fmt.Sprintf("gather_%d_apart", n)
+	b.record(name, "pidbox", "nodes", n, "iters", len(lat), "p50_ms", lat.pct(0.5), "p99_ms", lat.pct(0.99))
+	b.record(name, "floor", "nodes", n, "iters", len(flat), "p50_ms", flat.pct(0.5), "p99_ms", flat.pct(0.99))
 }
 
 func (b *bench) gatherPidbox(ctl *pidbox.Mailbox, n, it int, opts ...pidbox.CallOption) latencies {
