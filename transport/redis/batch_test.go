@@ -2,7 +2,9 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,7 +145,12 @@ func TestCoalescedDeadlines(t *testing.T) {
 			start := time.Now()
 			err := tr.Publish(pctx, ex, "", []byte("m"))
 			elapsed := time.Since(start)
-			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			// The context's deadline, or the socket's i/o timeout that
+			// go-redis sets from it, whichever fires first.
+			var ne net.Error
+			if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+				t.Errorf("publish %d: want a deadline or a timeout, got %v", i, err)
+			}
 			assert.Less(t, elapsed, d+700*time.Millisecond, "publish %d returned long after its deadline", i)
 		})
 	}
