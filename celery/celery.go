@@ -885,11 +885,17 @@ func (s *State) activeQueues(context.Context, *pidbox.Request) (any, error) {
 	return nonNil(s.Queues()), nil
 }
 
-// hiddenSetting is Celery's HIDDEN_SETTINGS (celery/app/utils.py).
-var hiddenSetting = regexp.MustCompile(`(?i)API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE`)
+// hiddenSetting is Celery's HIDDEN_SETTINGS (celery/app/utils.py). It and
+// urlPassword are compiled on first use, not when a program that links
+// this package starts: only inspect conf needs them.
+var hiddenSetting = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE`)
+})
 
 // urlPassword matches the password of a URL's user info.
-var urlPassword = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)([^@/]*)@`)
+var urlPassword = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)([^@/]*)@`)
+})
 
 const mask = "********"
 
@@ -906,14 +912,14 @@ func redact(settings map[string]any) map[string]any {
 }
 
 func redactValue(key string, v any) any {
-	if hiddenSetting.MatchString(key) {
+	if hiddenSetting().MatchString(key) {
 		return mask
 	}
 	switch x := v.(type) {
 	case map[string]any:
 		return redact(x)
 	case string:
-		return urlPassword.ReplaceAllString(x, "${1}"+mask+"@")
+		return urlPassword().ReplaceAllString(x, "${1}"+mask+"@")
 	}
 	return v
 }

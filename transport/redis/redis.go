@@ -49,7 +49,12 @@ const (
 	DefaultLeaseTTL            = 15 * time.Second
 	DefaultHealthCheckInterval = 5 * time.Second
 	DefaultBlockTimeout        = time.Second
+	DefaultMaxQueues           = 4096
 )
+
+// ErrTooManyQueues is returned, wrapped, by Subscribe when the transport
+// already consumes Options.MaxQueues queues by blocking pops.
+var ErrTooManyQueues = errors.New("redis transport: too many queues consumed at once")
 
 // sep joins the parts of a binding member and names priority sub-lists,
 // as in Kombu.
@@ -93,6 +98,13 @@ type Options struct {
 	// BlockTimeout bounds each blocking pop on a list. Default and
 	// minimum 1s.
 	BlockTimeout time.Duration
+	// MaxQueues bounds the direct and topic subscriptions (queues, read
+	// by blocking pops) the transport consumes at once: each holds a
+	// connection of its own while it waits. Subscribe refuses more with
+	// ErrTooManyQueues. Default 4096. The pool of these connections is
+	// sized to it when the transport is made, at a cost that grows with
+	// it (about 15 ns a slot): a short-lived process pays it at start-up.
+	MaxQueues int
 	// SentinelFanout chooses the broadcast channels on Sentinel, where
 	// Kombu's depend on its version. Default SentinelFanoutBoth.
 	SentinelFanout SentinelFanout
@@ -113,6 +125,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.BlockTimeout < time.Second {
 		o.BlockTimeout = DefaultBlockTimeout
+	}
+	if o.MaxQueues <= 0 {
+		o.MaxQueues = DefaultMaxQueues
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -153,6 +168,7 @@ type Transport struct {
 	mu     sync.Mutex
 	closed bool
 	subs   map[*subscription]struct{}
+	queues int // subscriptions in subs that read by blocking pops
 	stop   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -177,7 +193,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	switch c := client.(type) {
 	case *goredis.Client:
 		o := *c.Options()
-		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1<<16, 0, 0
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = t.opts.MaxQueues, 0, 0
 		// The copy must not share the first client's push machinery.
 		o.PushNotificationProcessor = nil
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
@@ -191,7 +207,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		}
 	case *goredis.ClusterClient:
 		o := *c.Options()
-		o.PoolSize = 1 << 16
+		o.PoolSize = t.opts.MaxQueues
 		t.blocking = goredis.NewClusterClient(&o)
 		t.owned = append(t.owned, t.blocking)
 		t.addr = strings.Join(o.Addrs, ",")
@@ -286,13 +302,17 @@ func (t *Transport) Ping(ctx context.Context) error {
 	return t.client.Ping(ctx).Err()
 }
 
-// hello checks that Redis answers, then reads its maxmemory-policy to warn
-// about eviction (see checkEviction).
+// hello checks that Redis answers and reads its maxmemory-policy to warn
+// about eviction (see checkEviction), in one round trip.
 func (t *Transport) hello(ctx context.Context) error {
-	if err := t.Ping(ctx); err != nil {
+	pipe := t.client.Pipeline()
+	ping := pipe.Ping(ctx)
+	policy := pipe.ConfigGet(ctx, "maxmemory-policy")
+	_, _ = pipe.Exec(ctx) // each command keeps its own error
+	if err := ping.Err(); err != nil {
 		return err
 	}
-	t.checkEviction(t.client.ConfigGet(ctx, "maxmemory-policy"))
+	t.checkEviction(policy)
 	return nil
 }
 
@@ -449,6 +469,12 @@ func (t *Transport) add(s *subscription) error {
 	if t.closed {
 		return transport.ErrClosed
 	}
+	if s.pops() {
+		if t.queues >= t.opts.MaxQueues {
+			return fmt.Errorf("%w: %s would be queue %d, above MaxQueues (%d)", ErrTooManyQueues, s.b.Queue, t.queues+1, t.opts.MaxQueues)
+		}
+		t.queues++
+	}
 	if len(t.subs) == 0 {
 		t.wg.Add(1)
 		go t.renewLeases(t.stop)
@@ -464,6 +490,9 @@ func (t *Transport) add(s *subscription) error {
 func (t *Transport) remove(s *subscription) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, ok := t.subs[s]; ok && s.pops() {
+		t.queues--
+	}
 	delete(t.subs, s)
 	if len(t.subs) == 0 && !t.closed {
 		close(t.stop)

@@ -62,6 +62,10 @@ func (s *subscription) seen() {
 
 func (s *subscription) isUnbound() bool { return s.unbound }
 
+// pops reports whether s reads its queue by blocking pops, holding a
+// connection of the blocking client's (direct and topic exchanges).
+func (s *subscription) pops() bool { return s.b.Exchange.Kind != transport.Fanout }
+
 // Done implements transport.Subscription.
 func (s *subscription) Done() <-chan struct{} { return s.done }
 
