@@ -207,7 +207,11 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		start = time.Now()
 		ctx, obs, extra = m.startCall(ctx, method, ticket, cfg)
 	}
-	sub, err := m.listen(ctx)
+	// A call that expects named nodes, or every live node, looks them up
+	// in the round trip that binds the reply queue, when that is the
+	// mailbox's first call.
+	lookup := len(cfg.destination) > 0 || cfg.limit == 0
+	sub, listed, err := m.listen(ctx, lookup)
 	if err != nil {
 		if obs != nil {
 			obs.End(CallEnd{Outcome: CallFailed, Expected: -1, Err: err})
@@ -220,7 +224,7 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		inbox: m.demux.Wait(ticket), // before publishing: no reply missed
 		obs:   obs, start: start,
 	}
-	c.expect(cfg)
+	c.expect(cfg, listed)
 	// A call that is never ranged over nor closed ends at its deadline:
 	// its inbox is freed and its observer told. Close stops this, so a
 	// call that ends normally starts no goroutine for it.
@@ -287,8 +291,9 @@ func (c *Call) outcome(n int) CallOutcome {
 }
 
 // expect works out which nodes the call waits for: the destinations, or
-// for a broadcast with no limit the live nodes it addresses.
-func (c *Call) expect(cfg callConfig) {
+// for a broadcast with no limit the live nodes it addresses. listed, when
+// not nil, are the broadcast exchange's bindings, just looked up.
+func (c *Call) expect(cfg callConfig, listed []transport.Binding) {
 	c.rules.Limit = cfg.limit
 	switch {
 	case len(cfg.destination) > 0:
@@ -298,6 +303,9 @@ func (c *Call) expect(cfg callConfig) {
 			c.expected = slices.Compact(c.expected)
 		}
 		c.byName = true
+		if listed != nil {
+			c.known = c.m.knownNames(listed)
+		}
 		if c.rules.Limit == 0 {
 			c.rules.Limit = len(cfg.destination)
 		}
@@ -309,7 +317,13 @@ func (c *Call) expect(cfg callConfig) {
 		}
 	case cfg.limit > 0:
 	default:
-		names, err := c.m.Nodes(c.ctx)
+		var names []string
+		var err error
+		if listed != nil {
+			names = c.m.nodeNames(listed)
+		} else {
+			names, err = c.m.Nodes(c.ctx)
+		}
 		if errors.Is(err, transport.ErrUnsupported) || (err == nil && len(names) == 0) {
 			// The broker cannot say who listens, or says nobody does,
 			// which it also says when it lost its bindings (a flush, an
@@ -342,17 +356,24 @@ func (c *Call) expect(cfg callConfig) {
 }
 
 func (c *Call) lookupKnown() {
-	names, err := c.m.Nodes(c.ctx)
+	bs, err := c.m.tr.Bindings(c.ctx, c.m.exchange)
 	if err != nil {
 		return
 	}
+	known := c.m.knownNames(bs)
+	c.mu.Lock()
+	c.known = known
+	c.mu.Unlock()
+}
+
+// knownNames is the set of the nodes whose queues bs bind.
+func (m *Mailbox) knownNames(bs []transport.Binding) map[string]bool {
+	names := m.nodeNames(bs)
 	known := make(map[string]bool, len(names))
 	for _, n := range names {
 		known[n] = true
 	}
-	c.mu.Lock()
-	c.known = known
-	c.mu.Unlock()
+	return known
 }
 
 // Ticket returns the call's ticket, which its replies carry.

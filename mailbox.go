@@ -293,6 +293,11 @@ func (m *Mailbox) Nodes(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pidbox: list nodes: %w", err)
 	}
+	return m.nodeNames(bs), nil
+}
+
+// nodeNames are the names of the nodes whose queues bs bind.
+func (m *Mailbox) nodeNames(bs []transport.Binding) []string {
 	suffix := "." + m.exchange.Name
 	names := make([]string, 0, len(bs))
 	for _, b := range bs {
@@ -300,7 +305,7 @@ func (m *Mailbox) Nodes(ctx context.Context) ([]string, error) {
 			names = append(names, name)
 		}
 	}
-	return names, nil
+	return names
 }
 
 // deadline bounds ctx by the call's timeout, else the context's own
@@ -412,24 +417,37 @@ func brokerSilent(ctx context.Context, err error) error {
 }
 
 // listen binds the reply queue, once, and returns its subscription; the
-// transport hands every reply to the demultiplexer.
-func (m *Mailbox) listen(ctx context.Context) (transport.Subscription, error) {
+// transport hands every reply to the demultiplexer. With lookup, when
+// this call binds the queue on a transport.ListingSubscriber, it also
+// returns the broadcast exchange's bindings, looked up in the same round
+// trip; otherwise, and when that lookup failed, nil.
+func (m *Mailbox) listen(ctx context.Context, lookup bool) (transport.Subscription, []transport.Binding, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if m.replySub != nil {
-		return m.replySub, nil
+		return m.replySub, nil, nil
 	}
 	queue := m.oid + "." + m.replyEx.Name
 	b := transport.Binding{Exchange: m.replyEx, RoutingKey: m.oid, Queue: queue}
-	sub, err := m.tr.Subscribe(ctx, b, func(msg []byte) { _ = m.demux.Dispatch(msg) }) // the demux logs drops
+	h := func(msg []byte) { _ = m.demux.Dispatch(msg) } // the demux logs drops
+	var (
+		sub    transport.Subscription
+		listed []transport.Binding
+		err    error
+	)
+	if ls, ok := m.tr.(transport.ListingSubscriber); ok && lookup {
+		sub, listed, err = ls.SubscribeListing(ctx, b, h, m.exchange)
+	} else {
+		sub, err = m.tr.Subscribe(ctx, b, h)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("pidbox: bind reply queue %s: %w", queue, brokerSilent(ctx, err))
+		return nil, nil, fmt.Errorf("pidbox: bind reply queue %s: %w", queue, brokerSilent(ctx, err))
 	}
 	m.replySub = sub
-	return sub, nil
+	return sub, listed, nil
 }
 
 // Close unbinds and deletes the mailbox's reply queue. Calls in progress

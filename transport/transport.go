@@ -147,6 +147,17 @@ type Queuer interface {
 	PublishQueued(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, done func(error))
 }
 
+// ListingSubscriber is implemented by transports that can bind a queue and
+// list an exchange's bindings in one round trip. SubscribeListing is
+// Subscribe(ctx, b, h) followed by Bindings(ctx, list), at the cost of
+// one: a mailbox's first call binds its reply queue and looks up the nodes
+// it expects at once. The listing is taken after b is bound. The error is
+// Subscribe's; a listing that could not be taken is nil (a listing of no
+// bindings is empty, not nil), and Bindings tells why.
+type ListingSubscriber interface {
+	SubscribeListing(ctx context.Context, b Binding, h Handler, list Exchange) (Subscription, []Binding, error)
+}
+
 // Transport is a broker connection that pidbox mailboxes and nodes share.
 // Implementations are safe for concurrent use.
 type Transport interface {

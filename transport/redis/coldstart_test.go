@@ -2,10 +2,13 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
@@ -97,4 +100,109 @@ func clients(t *testing.T, ctx context.Context, admin *goredis.Client) map[strin
 		}
 	}
 	return out
+}
+
+// SubscribeListing binds a queue and lists an exchange's bindings in one
+// pipeline, also on a server whose script cache is empty; the listing is
+// empty, not nil, when nothing is bound.
+func TestSubscribeListing(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fan := transport.Exchange{Name: "sl.pidbox", Kind: transport.Fanout}
+	replyEx := transport.Exchange{Name: "reply.sl.pidbox", Kind: transport.Direct}
+	nop := func([]byte) {}
+
+	require.NoError(t, srv.Client(0).ScriptFlush(ctx).Err())
+	s0, listed, err := tr.SubscribeListing(ctx, transport.Binding{Exchange: replyEx, RoutingKey: "c0", Queue: "c0.reply.sl.pidbox"}, nop, fan)
+	require.NoError(t, err)
+	require.NotNil(t, listed, "an empty exchange lists as empty, not as failed")
+	assert.Empty(t, listed)
+	require.NoError(t, s0.Close())
+
+	n1, err := tr.Subscribe(ctx, transport.Binding{Exchange: fan, Queue: "n1@h.sl.pidbox"}, nop)
+	require.NoError(t, err)
+	defer n1.Close()
+	got := make(chan []byte, 1)
+	rb := transport.Binding{Exchange: replyEx, RoutingKey: "c1", Queue: "c1.reply.sl.pidbox"}
+	s1, listed, err := tr.SubscribeListing(ctx, rb, func(m []byte) { got <- append([]byte(nil), m...) }, fan)
+	require.NoError(t, err)
+	defer s1.Close()
+	assert.Equal(t, []transport.Binding{{Exchange: fan, Queue: "n1@h.sl.pidbox"}}, listed)
+	again, err := tr.Bindings(ctx, fan)
+	require.NoError(t, err)
+	assert.Equal(t, again, listed, "the listing is what Bindings says")
+	members, err := srv.Client(0).SMembers(ctx, "_kombu.binding.reply.sl.pidbox").Result()
+	require.NoError(t, err)
+	assert.Contains(t, members, "c1\x06\x16\x06\x16c1.reply.sl.pidbox", "the queue is bound")
+	require.NoError(t, tr.Publish(ctx, replyEx, "c1", []byte("reply")))
+	select {
+	case m := <-got:
+		assert.Equal(t, "reply", string(m))
+	case <-ctx.Done():
+		t.Fatal("the subscription reads nothing")
+	}
+}
+
+// countingTransport counts the lookups a mailbox asks of a real transport,
+// and fails those made through Bindings when told to.
+type countingTransport struct {
+	*pidredis.Transport
+	bindings, listings atomic.Int32
+	failBindings       atomic.Bool
+}
+
+func (c *countingTransport) Bindings(ctx context.Context, ex transport.Exchange) ([]transport.Binding, error) {
+	c.bindings.Add(1)
+	if c.failBindings.Load() {
+		return nil, errors.New("lookup refused by the test")
+	}
+	return c.Transport.Bindings(ctx, ex)
+}
+
+func (c *countingTransport) SubscribeListing(ctx context.Context, b transport.Binding, h transport.Handler, list transport.Exchange) (transport.Subscription, []transport.Binding, error) {
+	c.listings.Add(1)
+	return c.Transport.SubscribeListing(ctx, b, h, list)
+}
+
+// A mailbox's first call binds its reply queue and looks up the live
+// nodes in one round trip: a broadcast expects the node it found, and a
+// call to a node that does not exist knows it at once, without a lookup
+// of its own. Later calls look up as before.
+func TestFirstCallLooksUpWithTheBinding(t *testing.T) {
+	srv := redistest.Start(t)
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	goNode(t, open(t, srv, srv.URL(0), pidredis.Options{}), v, "n1@h")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	ct := &countingTransport{Transport: open(t, srv, srv.URL(0), pidredis.Options{})}
+	res, err := mailbox(t, ct, v).Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"n1@h"}, names(res.Replies), "the broadcast ended with the node it expected")
+	assert.Equal(t, int32(1), ct.listings.Load())
+	assert.Equal(t, int32(0), ct.bindings.Load(), "no lookup apart from the binding's round trip")
+	_, err = mailbox(t, ct, v).Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, int32(0), ct.bindings.Load())
+
+	ct2 := &countingTransport{Transport: open(t, srv, srv.URL(0), pidredis.Options{})}
+	mb := mailbox(t, ct2, v)
+	// The lookup at half the deadline fails here: the outcome can only
+	// come from the first round trip's.
+	ct2.failBindings.Store(true)
+	res, err = mb.Call(ctx, "ping", nil, pidbox.To("ghost@h", "n1@h"), pidbox.Timeout(300*time.Millisecond))
+	require.ErrorIs(t, err, pidbox.ErrIncomplete)
+	assert.Equal(t, pidbox.Unknown, res.Outcomes["ghost@h"])
+	assert.Equal(t, pidbox.Replied, res.Outcomes["n1@h"])
+	assert.Equal(t, int32(1), ct2.listings.Load())
+
+	assert.Equal(t, int32(1), ct2.bindings.Load(), "the half-deadline lookup ran, ghost@h being silent")
+	ct2.failBindings.Store(false)
+	before := ct2.bindings.Load()
+	res, err = mb.Call(ctx, "ping", nil, pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"n1@h"}, names(res.Replies))
+	assert.Equal(t, before+1, ct2.bindings.Load(), "a later broadcast looks up by itself")
 }

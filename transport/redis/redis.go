@@ -403,10 +403,20 @@ func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]tran
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
-	members, err := bindingsScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name), t.leaseKey(ex.Name)}).StringSlice()
+	members, err := bindingsScript.Run(ctx, t.client, t.bindingsKeys(ex)).StringSlice()
 	if err != nil {
 		return nil, t.errorf("list bindings of %s: %w", ex.Name, err)
 	}
+	return parseBindings(ex, members), nil
+}
+
+// bindingsKeys are bindingsScript's keys for ex.
+func (t *Transport) bindingsKeys(ex transport.Exchange) []string {
+	return []string{t.bindingKey(ex.Name), t.leaseKey(ex.Name)}
+}
+
+// parseBindings reads the members of ex's binding set.
+func parseBindings(ex transport.Exchange, members []string) []transport.Binding {
 	out := make([]transport.Binding, 0, len(members))
 	for _, m := range members {
 		parts := strings.SplitN(m, sep, 3)
@@ -415,7 +425,7 @@ func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]tran
 		}
 		out = append(out, transport.Binding{Exchange: ex, RoutingKey: parts[0], Queue: parts[2]})
 	}
-	return out, nil
+	return out
 }
 
 // Subscribe implements transport.Subscriber. It declares the binding
@@ -423,8 +433,23 @@ func (t *Transport) Bindings(ctx context.Context, ex transport.Exchange) ([]tran
 // channel and waits for Redis to confirm; for a direct exchange it starts
 // popping the queue's lists.
 func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transport.Handler) (transport.Subscription, error) {
+	s, _, err := t.subscribe(ctx, b, h, nil)
+	return s, err
+}
+
+var _ transport.ListingSubscriber = (*Transport)(nil)
+
+// SubscribeListing implements transport.ListingSubscriber: the binding's
+// declaration and the listing of list's bindings go in one pipeline.
+func (t *Transport) SubscribeListing(ctx context.Context, b transport.Binding, h transport.Handler, list transport.Exchange) (transport.Subscription, []transport.Binding, error) {
+	return t.subscribe(ctx, b, h, &list)
+}
+
+// subscribe is Subscribe, listing list's bindings with the declaration
+// when list is not nil.
+func (t *Transport) subscribe(ctx context.Context, b transport.Binding, h transport.Handler, list *transport.Exchange) (transport.Subscription, []transport.Binding, error) {
 	if b.Exchange.Kind != transport.Fanout && b.Exchange.Kind != transport.Direct && b.Exchange.Kind != transport.Topic {
-		return nil, fmt.Errorf("redis transport: exchange %q has unknown kind %q", b.Exchange.Name, b.Exchange.Kind)
+		return nil, nil, fmt.Errorf("redis transport: exchange %q has unknown kind %q", b.Exchange.Name, b.Exchange.Kind)
 	}
 	s := &subscription{
 		t:        t,
@@ -436,11 +461,20 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		instance: uuid.NewString(),
 	}
 	if err := t.add(s); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := s.declare(ctx); err != nil {
-		t.remove(s)
-		return nil, err
+	var listed []transport.Binding
+	if list == nil {
+		if err := s.declare(ctx); err != nil {
+			t.remove(s)
+			return nil, nil, err
+		}
+	} else {
+		var err error
+		if listed, err = s.declareListing(ctx, *list); err != nil {
+			t.remove(s)
+			return nil, nil, err
+		}
 	}
 	if b.Exchange.Kind == transport.Fanout {
 		s.channels = t.subscribePatterns(b)
@@ -451,7 +485,7 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		if err != nil {
 			t.remove(s)
 			_ = s.unbind(context.WithoutCancel(ctx))
-			return nil, err
+			return nil, nil, err
 		}
 		s.ps = ps
 		s.seen()
@@ -460,7 +494,7 @@ func (t *Transport) Subscribe(ctx context.Context, b transport.Binding, h transp
 		s.seen()
 		go s.runList()
 	}
-	return s, nil
+	return s, listed, nil
 }
 
 func (t *Transport) add(s *subscription) error {

@@ -127,6 +127,41 @@ func (s *subscription) declare(ctx context.Context) error {
 	return nil
 }
 
+// declareListing is declare with list's bindings listed in the same
+// pipeline, one round trip. A listing that fails is nil.
+func (s *subscription) declareListing(ctx context.Context, list transport.Exchange) ([]transport.Binding, error) {
+	s.t.declMu.RLock()
+	defer s.t.declMu.RUnlock()
+	if s.unbound {
+		return nil, nil
+	}
+	run := func() (lease, listing *goredis.Cmd) {
+		pipe := s.t.client.Pipeline()
+		lease = s.leaseCmd(ctx, pipe, true)
+		listing = bindingsScript.EvalSha(ctx, pipe, s.t.bindingsKeys(list))
+		_, _ = pipe.Exec(ctx) // each command keeps its own error
+		return lease, listing
+	}
+	lease, listing := run()
+	if goredis.HasErrorPrefix(lease.Err(), "NOSCRIPT") || goredis.HasErrorPrefix(listing.Err(), "NOSCRIPT") {
+		// A server with an empty script cache (new, or restarted): load
+		// both scripts and try once more. (go-redis does not load scripts
+		// in a pipeline.)
+		if leaseScript.Load(ctx, s.t.client).Err() == nil && bindingsScript.Load(ctx, s.t.client).Err() == nil {
+			lease, listing = run()
+		}
+	}
+	if err := lease.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, s.t.errorf("bind %s to %s: %w", s.b.Queue, s.b.Exchange.Name, err)
+	}
+	s.checkOwner(lease)
+	members, err := listing.StringSlice()
+	if err != nil {
+		return nil, nil
+	}
+	return parseBindings(list, members), nil
+}
+
 // checkOwner warns when another live process holds the same queue: two
 // nodes share one name, and callers will see both reply. A foreign owner
 // found by the first declaration is ignored: it may be a predecessor that
