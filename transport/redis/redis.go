@@ -155,10 +155,15 @@ type Transport struct {
 
 	co coalescer // publishes waiting to go out in one pipeline
 
-	// redial is signalled when the blocking client opens a connection:
-	// Redis may have restarted without its data, so bindings are declared
-	// again at once rather than at the next lease renewal.
+	// redial is signalled when the blocking client opens a connection
+	// after one was lost: Redis may have restarted without its data, so
+	// bindings are declared again at once rather than at the next lease
+	// renewal. The first connections of new subscriptions, which declare
+	// their bindings themselves, do not signal it.
 	redial chan struct{}
+	// lost is set when a pop or a subscription's connection fails, and
+	// taken by the next dial of the blocking client.
+	lost atomic.Bool
 
 	// declMu orders binding declarations (read side) before and after
 	// unbinding (write side), so a lease renewal in flight cannot re-add
@@ -215,7 +220,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	}
 	t.fanout = fanoutPrefix(t.opts)
 	t.fanouts = fanoutPrefixes(t.opts, t.dialMaster != nil)
-	hook := dialHook{redial: t.redial}
+	hook := dialHook{redial: t.redial, lost: &t.lost}
 	if t.dialMaster != nil {
 		t.conns = &connSet{m: map[*trackedConn]struct{}{}}
 		hook.conns = t.conns
@@ -227,15 +232,17 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	return t
 }
 
-// dialHook signals every connection the blocking client opens and, on
-// Sentinel, tracks it.
+// dialHook signals the connections the blocking client opens after one
+// was lost and, on Sentinel, tracks every connection.
 type dialHook struct {
 	redial     chan struct{}
+	lost       *atomic.Bool
 	conns      *connSet // nil when not on Sentinel
 	dialFailed func()   // on Cluster, reloads the slot maps
 }
 
-// DialHook implements goredis.Hook: it signals every successful dial.
+// DialHook implements goredis.Hook: it signals a successful dial that
+// follows a lost connection.
 func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
@@ -246,9 +253,11 @@ func (h dialHook) DialHook(next goredis.DialHook) goredis.DialHook {
 			if h.conns != nil {
 				c = h.conns.track(c)
 			}
-			select {
-			case h.redial <- struct{}{}:
-			default:
+			if h.lost.Swap(false) {
+				select {
+				case h.redial <- struct{}{}:
+				default:
+				}
 			}
 		}
 		return c, err
@@ -463,18 +472,22 @@ func (t *Transport) subscribe(ctx context.Context, b transport.Binding, h transp
 	if err := t.add(s); err != nil {
 		return nil, nil, err
 	}
+	if s.pops() {
+		// The reading loop starts now, so that its first pop dials its
+		// connection while the binding is declared: a message can only
+		// come once Subscribe has returned, and then the pop is waiting.
+		go s.runList()
+	}
 	var listed []transport.Binding
+	var err error
 	if list == nil {
-		if err := s.declare(ctx); err != nil {
-			t.remove(s)
-			return nil, nil, err
-		}
+		err = s.declare(ctx)
 	} else {
-		var err error
-		if listed, err = s.declareListing(ctx, *list); err != nil {
-			t.remove(s)
-			return nil, nil, err
-		}
+		listed, err = s.declareListing(ctx, *list)
+	}
+	if err != nil {
+		s.abandon()
+		return nil, nil, err
 	}
 	if b.Exchange.Kind == transport.Fanout {
 		s.channels = t.subscribePatterns(b)
@@ -492,7 +505,6 @@ func (t *Transport) subscribe(ctx context.Context, b transport.Binding, h transp
 		go s.runFanout(ps)
 	} else {
 		s.seen()
-		go s.runList()
 	}
 	return s, listed, nil
 }

@@ -192,6 +192,7 @@ func (s *subscription) runFanout(ps *goredis.PubSub) {
 	for {
 		err := s.pump(ps)
 		s.live.Store(false)
+		s.t.lost.Store(true)
 		_ = ps.Close()
 		if s.closed() {
 			return
@@ -284,6 +285,7 @@ func (s *subscription) runList() {
 		vals, err := s.t.pop(context.Background(), keys)
 		if err != nil {
 			s.live.Store(false)
+			s.t.lost.Store(true)
 			if s.closed() {
 				return
 			}
@@ -318,6 +320,28 @@ func (s *subscription) runList() {
 		runtime.Gosched()
 
 	}
+}
+
+// abandon ends a subscription whose declaration failed, without waiting:
+// its reading loop, if any, ends at its pop's return, then it leaves the
+// transport. Close does nothing after it.
+func (s *subscription) abandon() {
+	s.t.declMu.Lock()
+	s.unbound = true // neither lease renewals nor the loop declare it
+	s.t.declMu.Unlock()
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.closeErr = transport.ErrClosed
+	})
+	if !s.pops() {
+		close(s.loopDone) // no loop was started
+		s.t.remove(s)
+		return
+	}
+	go func() {
+		<-s.loopDone
+		s.t.remove(s)
+	}()
 }
 
 // Close implements transport.Subscription: it stops reading, then removes
