@@ -206,3 +206,28 @@ func TestFirstCallLooksUpWithTheBinding(t *testing.T) {
 	assert.Equal(t, []string{"n1@h"}, names(res.Replies))
 	assert.Equal(t, before+1, ct2.bindings.Load(), "a later broadcast looks up by itself")
 }
+
+// A queue whose declaration fails leaves no binding behind, and frees its
+// place: its reading loop, started before the declaration, ends.
+func TestFailedSubscribeLeavesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{MaxQueues: 1})
+	ex := transport.Exchange{Name: "fs", Kind: transport.Direct}
+	b := transport.Binding{Exchange: ex, RoutingKey: "q", Queue: "q"}
+	dead, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := tr.Subscribe(dead, b, func([]byte) { t.Error("a failed subscription delivered") })
+	require.ErrorIs(t, err, context.Canceled)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var s transport.Subscription
+	require.Eventually(t, func() bool {
+		s, err = tr.Subscribe(ctx, b, func([]byte) {})
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond, "the failed queue's place is freed: %v", err)
+	require.NoError(t, s.Close())
+	n, err := srv.Client(0).Exists(ctx, "_kombu.binding.fs", "q").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no binding and no list left")
+}

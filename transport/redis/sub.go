@@ -339,9 +339,21 @@ func (s *subscription) abandon() {
 		return
 	}
 	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.wake(ctx)
+		cancel()
 		<-s.loopDone
 		s.t.remove(s)
 	}()
+}
+
+// wake ends a blocking pop on the queue now rather than at its timeout.
+func (s *subscription) wake(ctx context.Context) {
+	key := s.t.listKeys(s.b)[0]
+	pipe := s.t.client.Pipeline()
+	pipe.LPush(ctx, key, wakeToken)
+	pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
+	_, _ = pipe.Exec(ctx)
 }
 
 // Close implements transport.Subscription: it stops reading, then removes
@@ -358,12 +370,7 @@ func (s *subscription) Close() error {
 			}
 			s.mu.Unlock()
 		} else {
-			// End the blocking pop now rather than at its timeout.
-			key := s.t.listKeys(s.b)[0]
-			pipe := s.t.client.Pipeline()
-			pipe.LPush(ctx, key, wakeToken)
-			pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
-			_, _ = pipe.Exec(ctx)
+			s.wake(ctx)
 		}
 		<-s.loopDone // the handler has returned from its last call
 		s.closeErr = s.unbind(ctx)
