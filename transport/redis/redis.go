@@ -317,11 +317,19 @@ func (t *Transport) hello(ctx context.Context) error {
 	pipe := t.client.Pipeline()
 	ping := pipe.Ping(ctx)
 	policy := pipe.ConfigGet(ctx, "maxmemory-policy")
-	_, _ = pipe.Exec(ctx) // each command keeps its own error
-	if err := ping.Err(); err != nil {
+	_, err := pipe.Exec(ctx)
+	if perr := ping.Err(); perr != nil {
+		return perr
+	}
+	if ping.Val() != "PONG" {
+		// The pipeline found no connection to send them on (a Sentinel
+		// that does not know the master): its error is not the commands'.
+		if err == nil {
+			err = errors.New("no answer to PING")
+		}
 		return err
 	}
-	t.checkEviction(policy)
+	t.checkEviction(policy) // a refused CONFIG GET is no failure
 	return nil
 }
 
