@@ -207,10 +207,12 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		start = time.Now()
 		ctx, obs, extra = m.startCall(ctx, method, ticket, cfg)
 	}
-	// A call that expects named nodes, or every live node, looks them up
-	// in the round trip that binds the reply queue, when that is the
-	// mailbox's first call.
-	lookup := len(cfg.destination) > 0 || cfg.limit == 0
+	// A broadcast with no limit, which expects every live node, looks
+	// them up in the round trip that binds the reply queue, when that is
+	// the mailbox's first call. A call to named nodes does not: it looks
+	// up only when a destination is late (see expect), and the lookup
+	// made its first round trip slower (measured, docs/BENCHMARKS.md).
+	lookup := len(cfg.destination) == 0 && cfg.limit == 0
 	sub, listed, err := m.listen(ctx, lookup)
 	if err != nil {
 		if obs != nil {
@@ -292,7 +294,8 @@ func (c *Call) outcome(n int) CallOutcome {
 
 // expect works out which nodes the call waits for: the destinations, or
 // for a broadcast with no limit the live nodes it addresses. listed, when
-// not nil, are the broadcast exchange's bindings, just looked up.
+// not nil, are the broadcast exchange's bindings, just looked up (for a
+// broadcast with no limit).
 func (c *Call) expect(cfg callConfig, listed []transport.Binding) {
 	c.rules.Limit = cfg.limit
 	switch {
@@ -303,9 +306,6 @@ func (c *Call) expect(cfg callConfig, listed []transport.Binding) {
 			c.expected = slices.Compact(c.expected)
 		}
 		c.byName = true
-		if listed != nil {
-			c.known = c.m.knownNames(listed)
-		}
 		if c.rules.Limit == 0 {
 			c.rules.Limit = len(cfg.destination)
 		}
