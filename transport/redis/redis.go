@@ -312,24 +312,21 @@ func (t *Transport) Ping(ctx context.Context) error {
 }
 
 // hello checks that Redis answers and reads its maxmemory-policy to warn
-// about eviction (see checkEviction), in one round trip.
+// about eviction (see checkEviction), in one round trip: CONFIG GET alone,
+// since any answer, a refusal included (ACLs, managed Redis), shows the
+// server is there. It is a single command, not a pipeline: go-redis fails
+// a pipeline to a server that refuses connections only at the deadline.
 func (t *Transport) hello(ctx context.Context) error {
-	pipe := t.client.Pipeline()
-	ping := pipe.Ping(ctx)
-	policy := pipe.ConfigGet(ctx, "maxmemory-policy")
-	_, err := pipe.Exec(ctx)
-	if perr := ping.Err(); perr != nil {
-		return perr
-	}
-	if ping.Val() != "PONG" {
-		// The pipeline found no connection to send them on (a Sentinel
-		// that does not know the master): its error is not the commands'.
-		if err == nil {
-			err = errors.New("no answer to PING")
+	policy := t.client.ConfigGet(ctx, "maxmemory-policy")
+	if err := policy.Err(); err != nil {
+		// The server's own refusal is an error of go-redis's reply type
+		// as it is; anything else (a dial, a deadline, a Sentinel that
+		// does not know the master, which wraps one) means no answer.
+		if _, answered := err.(goredis.Error); !answered {
+			return err
 		}
-		return err
 	}
-	t.checkEviction(policy) // a refused CONFIG GET is no failure
+	t.checkEviction(policy)
 	return nil
 }
 
@@ -486,13 +483,7 @@ func (t *Transport) subscribe(ctx context.Context, b transport.Binding, h transp
 		// come once Subscribe has returned, and then the pop is waiting.
 		go s.runList()
 	}
-	var listed []transport.Binding
-	var err error
-	if list == nil {
-		err = s.declare(ctx)
-	} else {
-		listed, err = s.declareListing(ctx, *list)
-	}
+	listed, err := s.declareListing(ctx, list)
 	if err != nil {
 		s.abandon()
 		return nil, nil, err
@@ -644,7 +635,7 @@ func (t *Transport) declareAll(ctx context.Context, subs []*subscription) {
 		pipe := t.client.Pipeline()
 		cmds := make([]*goredis.Cmd, len(subs))
 		for i, s := range subs {
-			cmds[i] = s.leaseCmd(ctx, pipe, true)
+			cmds[i] = s.leaseCmd(ctx, pipe)
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err

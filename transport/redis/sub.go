@@ -103,33 +103,25 @@ func (s *subscription) sleep(d time.Duration) bool {
 	}
 }
 
-func (s *subscription) leaseCmd(ctx context.Context, c goredis.Scripter, pipelined bool) *goredis.Cmd {
+// leaseCmd queues the lease script's EVALSHA for s on a pipeline.
+func (s *subscription) leaseCmd(ctx context.Context, pipe goredis.Pipeliner) *goredis.Cmd {
 	keys := []string{s.t.bindingKey(s.b.Exchange.Name), s.t.leaseKey(s.b.Exchange.Name), s.t.ownerKey(s.b)}
 	args := []any{s.member, ms(s.t.opts.LeaseTTL), s.instance}
-	if pipelined {
-		return leaseScript.EvalSha(ctx, c, keys, args...)
-	}
-	return leaseScript.Run(ctx, c, keys, args...)
+	return leaseScript.EvalSha(ctx, pipe, keys, args...)
 }
 
 // declare adds the binding and its lease now.
 func (s *subscription) declare(ctx context.Context) error {
-	s.t.declMu.RLock()
-	defer s.t.declMu.RUnlock()
-	if s.unbound {
-		return nil
-	}
-	cmd := s.leaseCmd(ctx, s.t.client, false)
-	if err := cmd.Err(); err != nil && !errors.Is(err, goredis.Nil) {
-		return s.t.errorf("bind %s to %s: %w", s.b.Queue, s.b.Exchange.Name, err)
-	}
-	s.checkOwner(cmd)
-	return nil
+	_, err := s.declareListing(ctx, nil)
+	return err
 }
 
-// declareListing is declare with list's bindings listed in the same
-// pipeline, one round trip. A listing that fails is nil.
-func (s *subscription) declareListing(ctx context.Context, list transport.Exchange) ([]transport.Binding, error) {
+// declareListing is declare, with list's bindings listed in the same
+// pipeline when list is not nil: one round trip. The declaration goes in a
+// pipeline even alone, so that the first call of a process declares and
+// publishes on one connection, go-redis's pipeline pool's. A listing that
+// fails is nil.
+func (s *subscription) declareListing(ctx context.Context, list *transport.Exchange) ([]transport.Binding, error) {
 	s.t.declMu.RLock()
 	defer s.t.declMu.RUnlock()
 	if s.unbound {
@@ -137,17 +129,20 @@ func (s *subscription) declareListing(ctx context.Context, list transport.Exchan
 	}
 	run := func() (lease, listing *goredis.Cmd) {
 		pipe := s.t.client.Pipeline()
-		lease = s.leaseCmd(ctx, pipe, true)
-		listing = bindingsScript.EvalSha(ctx, pipe, s.t.bindingsKeys(list))
+		lease = s.leaseCmd(ctx, pipe)
+		if list != nil {
+			listing = bindingsScript.EvalSha(ctx, pipe, s.t.bindingsKeys(*list))
+		}
 		_, _ = pipe.Exec(ctx) // each command keeps its own error
 		return lease, listing
 	}
+	noScript := func(c *goredis.Cmd) bool { return c != nil && goredis.HasErrorPrefix(c.Err(), "NOSCRIPT") }
 	lease, listing := run()
-	if goredis.HasErrorPrefix(lease.Err(), "NOSCRIPT") || goredis.HasErrorPrefix(listing.Err(), "NOSCRIPT") {
+	if noScript(lease) || noScript(listing) {
 		// A server with an empty script cache (new, or restarted): load
-		// both scripts and try once more. (go-redis does not load scripts
+		// the scripts and try once more. (go-redis does not load scripts
 		// in a pipeline.)
-		if leaseScript.Load(ctx, s.t.client).Err() == nil && bindingsScript.Load(ctx, s.t.client).Err() == nil {
+		if leaseScript.Load(ctx, s.t.client).Err() == nil && (list == nil || bindingsScript.Load(ctx, s.t.client).Err() == nil) {
 			lease, listing = run()
 		}
 	}
@@ -155,11 +150,14 @@ func (s *subscription) declareListing(ctx context.Context, list transport.Exchan
 		return nil, s.t.errorf("bind %s to %s: %w", s.b.Queue, s.b.Exchange.Name, err)
 	}
 	s.checkOwner(lease)
+	if listing == nil {
+		return nil, nil
+	}
 	members, err := listing.StringSlice()
 	if err != nil {
 		return nil, nil
 	}
-	return parseBindings(list, members), nil
+	return parseBindings(*list, members), nil
 }
 
 // checkOwner warns when another live process holds the same queue: two
@@ -385,7 +383,21 @@ func (s *subscription) unbind(ctx context.Context) error {
 	s.unbound = true
 	ex := s.b.Exchange.Name
 	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b)}, s.t.listKeys(s.b)...)
-	if err := unbindScript.Run(ctx, s.t.client, keys, s.member, s.instance, "1").Err(); err != nil {
+	// A pipeline of one, on the connection the declaration and the
+	// publishes used (see declareListing), rather than a new one.
+	run := func() error {
+		pipe := s.t.client.Pipeline()
+		cmd := unbindScript.EvalSha(ctx, pipe, keys, s.member, s.instance, "1")
+		_, _ = pipe.Exec(ctx)
+		return cmd.Err()
+	}
+	err := run()
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		if lerr := unbindScript.Load(ctx, s.t.client).Err(); lerr == nil {
+			err = run()
+		}
+	}
+	if err != nil {
 		return s.t.errorf("unbind %s: %w", s.b.Queue, err)
 	}
 	return nil

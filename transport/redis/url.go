@@ -79,14 +79,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 			return nil, err
 		}
 		ropts.ContextTimeoutEnabled = true // calls end at their context's deadline
-		// A short-lived process (a controller) checks the server, binds
-		// its reply queue and publishes on one connection: go-redis would
-		// dial a second one for its first pipeline (its pipeline pool,
-		// unless ?pipeline_pool_size= asks for it), and spend a round trip
-		// on every new connection naming its library (CLIENT SETINFO).
-		if !strings.Contains(rawURL, "pipeline_pool_size=") {
-			ropts.PipelinePoolSize = -1
-		}
+		// No round trip on every new connection to name the library
+		// (CLIENT SETINFO): a short-lived process (a controller) pays it
+		// on each of its connections.
 		ropts.DisableIdentity = true
 		client = goredis.NewClient(ropts)
 	}
