@@ -57,18 +57,23 @@ func TestMaxQueues(t *testing.T) {
 	require.NoError(t, s3.Close())
 }
 
-// Open checks the server on one connection, in one round trip after the
-// connection's handshake: CONFIG GET alone, and the client does not spend
-// a round trip naming its library (CLIENT SETINFO, which Redis 7.2 counts
-// as a command and older servers refuse as an error).
-func TestOpenOneConnection(t *testing.T) {
+// Open checks the server in one round trip after the connection's
+// handshake, CONFIG GET alone, and dials beside it the connection go-redis
+// runs pipelines on, with a PING; neither spends a round trip naming the
+// library (CLIENT SETINFO, which Redis 7.2 counts as a command and older
+// servers refuse as an error). A first call then adds one connection
+// only, its blocking pop's: it declares, publishes and unbinds on the
+// pipeline connection.
+func TestOpenConnections(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	goNode(t, open(t, srv, srv.URL(0), pidredis.Options{}), v, "n1@h")
 	admin := srv.Client(0)
 	before := clients(t, ctx, admin)
 	require.NoError(t, admin.ConfigResetStat(ctx).Err())
-	open(t, srv, srv.URL(0), pidredis.Options{})
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
 
 	var ours []string
 	for addr, line := range clients(t, ctx, admin) {
@@ -76,14 +81,30 @@ func TestOpenOneConnection(t *testing.T) {
 			ours = append(ours, line)
 		}
 	}
-	require.Len(t, ours, 1, "Open uses one connection: %v", ours)
-	assert.NotContains(t, ours[0], "lib-name=go-redis")
+	require.Len(t, ours, 2, "Open's check and its pipeline connection: %v", ours)
+	for _, c := range ours {
+		assert.NotContains(t, c, "lib-name=go-redis")
+	}
 	stats, err := admin.Info(ctx, "commandstats", "errorstats").Result()
 	require.NoError(t, err)
 	assert.Contains(t, stats, "cmdstat_config|get:calls=1,")
-	assert.NotContains(t, stats, "cmdstat_ping")
+	assert.Contains(t, stats, "cmdstat_ping:calls=1,")
 	assert.NotContains(t, stats, "setinfo")
 	assert.NotContains(t, stats, "errorstat_")
+
+	opened := clients(t, ctx, admin)
+	mb := mailbox(t, tr, v)
+	res, err := mb.Call(ctx, "ping", nil, pidbox.To("n1@h"), pidbox.Timeout(5*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"n1@h"}, names(res.Replies))
+	var added []string
+	for addr, line := range clients(t, ctx, admin) {
+		if _, ok := opened[addr]; !ok {
+			added = append(added, line)
+		}
+	}
+	require.Len(t, added, 1, "the first call dials its pop's connection only: %v", added)
+	assert.Contains(t, added[0], "cmd=blmpop")
 }
 
 // clients maps each client connection's address to its CLIENT LIST line.
