@@ -317,27 +317,12 @@ func (t *Transport) Ping(ctx context.Context) error {
 // server is there. It is a single command, not a pipeline: go-redis fails
 // a pipeline to a server that refuses connections only at the deadline.
 func (t *Transport) hello(ctx context.Context) error {
-	// go-redis runs pipelines (declarations, publishes) on connections of
-	// their own: the first one is dialled now, beside the check, rather
-	// than on the first call's way. It is not waited for when the check
-	// fails.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	warmed := make(chan struct{})
-	go func() {
-		defer close(warmed)
-		pipe := t.client.Pipeline()
-		pipe.Ping(wctx)
-		_, _ = pipe.Exec(wctx)
-	}()
-	defer func() { <-warmed }()
 	policy := t.client.ConfigGet(ctx, "maxmemory-policy")
 	if err := policy.Err(); err != nil {
 		// The server's own refusal is an error of go-redis's reply type
 		// as it is; anything else (a dial, a deadline, a Sentinel that
 		// does not know the master, which wraps one) means no answer.
 		if _, answered := err.(goredis.Error); !answered {
-			cancel()
 			return err
 		}
 	}
