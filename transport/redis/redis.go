@@ -452,11 +452,12 @@ func (t *Transport) bindingsKeys(ex transport.Exchange) []string {
 func parseBindings(ex transport.Exchange, members []string) []transport.Binding {
 	out := make([]transport.Binding, 0, len(members))
 	for _, m := range members {
-		parts := strings.SplitN(m, sep, 3)
-		if len(parts) != 3 {
+		rk, rest, ok := strings.Cut(m, sep)
+		_, queue, ok2 := strings.Cut(rest, sep)
+		if !ok || !ok2 {
 			continue
 		}
-		out = append(out, transport.Binding{Exchange: ex, RoutingKey: parts[0], Queue: parts[2]})
+		out = append(out, transport.Binding{Exchange: ex, RoutingKey: rk, Queue: queue})
 	}
 	return out
 }
