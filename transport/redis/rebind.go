@@ -131,8 +131,11 @@ const orphanTTL = 10 * time.Second
 
 // pushArgs are pushScript's arguments for a message to a direct exchange.
 func (t *Transport) pushArgs(ex transport.Exchange, routingKey string, msg []byte) []any {
-	return []any{routingKey, msg, ms(t.opts.QueueTTL), t.opts.KeyPrefix + t.slotTag(ex.Name), replyFallback(ex, routingKey), ms(orphanTTL)}
+	return []any{routingKey, msg, t.queueTTLArg, t.opts.KeyPrefix + t.slotTag(ex.Name), replyFallback(ex, routingKey), orphanTTLArg}
 }
+
+// orphanTTLArg is ms(orphanTTL), boxed once rather than with every reply.
+var orphanTTLArg any = ms(orphanTTL)
 
 // replyFallback names the queue a reply goes to when its caller's binding
 // is missing. Kombu names every reply queue "<oid>.reply.<ns>.pidbox" and

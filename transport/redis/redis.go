@@ -155,6 +155,10 @@ type Transport struct {
 
 	co coalescer // publishes waiting to go out in one pipeline
 
+	queueTTLArg  any          // ms(opts.QueueTTL), boxed once for pushArgs
+	bindingKeys  sync.Map     // exchange name -> its binding set's key
+	bindingKeysN atomic.Int32 // entries in bindingKeys, at most maxBindingKeys
+
 	// redial is signalled when the blocking client opens a connection
 	// after one was lost: Redis may have restarted without its data, so
 	// bindings are declared again at once rather than at the next lease
@@ -285,6 +289,8 @@ func newTransport(client goredis.UniversalClient, opts Options) *Transport {
 		stop:     make(chan struct{}),
 		redial:   make(chan struct{}, 1),
 		co:       coalescer{max: maxInflight},
+
+		queueTTLArg: ms(opts.QueueTTL),
 	}
 }
 
@@ -356,8 +362,21 @@ func (t *Transport) hello(ctx context.Context) error {
 
 func (t *Transport) key(name string) string { return t.opts.KeyPrefix + name }
 func (t *Transport) bindingKey(exchange string) string {
-	return t.exchangeKey(exchange, "_kombu.binding."+exchange)
+	// Every publish and declaration needs it, for a handful of exchanges.
+	if k, ok := t.bindingKeys.Load(exchange); ok {
+		return k.(string)
+	}
+	k := t.exchangeKey(exchange, "_kombu.binding."+exchange)
+	if t.bindingKeysN.Load() < maxBindingKeys && t.bindingKeysN.Add(1) <= maxBindingKeys {
+		t.bindingKeys.Store(exchange, k)
+	}
+	return k
 }
+
+// maxBindingKeys bounds the binding keys a transport remembers: a program
+// uses a few exchanges, but nothing stops one from naming many.
+const maxBindingKeys = 64
+
 func (t *Transport) leaseKey(exchange string) string {
 	return t.exchangeKey(exchange, "_pidbox.lease."+exchange)
 }
