@@ -72,6 +72,15 @@ func Run(t *testing.T, newTransport Constructor) {
 		{"TopicKeepsUntilReceived", testTopicKeeps},
 		{"TopicCloseUnbinds", testTopicCloseUnbinds},
 	}
+	// Optional interfaces, tested where the transport has them.
+	probe := newTransport(t)
+	if _, ok := probe.(transport.Queuer); ok {
+		tests = append(tests, struct {
+			name string
+			fn   func(t *testing.T, tr transport.Transport, ns string)
+		}{"QueuedPublishesArriveOnce", testQueued})
+	}
+	_ = probe.Close()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			inner := newTransport(t)
@@ -298,6 +307,11 @@ type enveloped struct {
 // Publish sends payload in an envelope whose ticket records its clock,
 // exchange and routing key, for checking on delivery.
 func (e *enveloped) Publish(ctx context.Context, ex transport.Exchange, routingKey string, payload []byte) error {
+	return e.Transport.Publish(ctx, ex, routingKey, e.envelope(ex, routingKey, payload))
+}
+
+// envelope is payload in the envelope Publish sends.
+func (e *enveloped) envelope(ex transport.Exchange, routingKey string, payload []byte) []byte {
 	clock := e.clock.Add(1)
 	env := wire.Envelope{
 		Body:            payload,
@@ -306,7 +320,7 @@ func (e *enveloped) Publish(ctx context.Context, ex transport.Exchange, routingK
 		Headers:         wire.Headers{Clock: clock, Expires: expires(clock), Ticket: fmt.Sprintf("%d|%s|%s", clock, ex.Name, routingKey)},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: ex.Name, RoutingKey: routingKey},
 	}
-	return e.Transport.Publish(ctx, ex, routingKey, wire.Encode(&env))
+	return wire.Encode(&env)
 }
 
 // expires is a header value that survives any exact encoding of a float.
@@ -559,4 +573,35 @@ func testTopicCloseUnbinds(t *testing.T, tr transport.Transport, ns string) {
 	require.NoError(t, tr.Publish(ctxFor(t), ex, "worker.x", []byte("stale")))
 	s2 := subscribe(t, tr, b)
 	nothing(t, s2)
+}
+
+// testQueued: publishes handed to transport.Queuer from many goroutines at
+// once each arrive once, and each one's done is called once, without an
+// error, for a direct and a fanout exchange.
+func testQueued(t *testing.T, tr transport.Transport, ns string) {
+	e := tr.(*enveloped)
+	q := e.Transport.(transport.Queuer)
+	for _, ex := range []transport.Exchange{direct("q." + ns), fanout(ns)} {
+		s := subscribe(t, tr, transport.Binding{Exchange: ex, RoutingKey: "k", Queue: "q." + ex.Name})
+		const n = 200
+		var done sync.WaitGroup
+		var calls atomic.Int64
+		for i := range n {
+			done.Add(1)
+			go q.PublishQueued(ctxFor(t), ex, "k", e.envelope(ex, "k", fmt.Appendf(nil, "m%d", i)), nil, func(err error) {
+				assert.NoError(t, err)
+				calls.Add(1)
+				done.Done()
+			})
+		}
+		done.Wait()
+		assert.Equal(t, int64(n), calls.Load(), "done called once per publish")
+		got := map[string]bool{}
+		for range n {
+			m := string(receive(t, s))
+			assert.False(t, got[m], "%s arrived twice", m)
+			got[m] = true
+		}
+		nothing(t, s)
+	}
 }
