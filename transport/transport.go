@@ -17,9 +17,12 @@
 //     Queues keep messages as a direct exchange's do. Celery's event
 //     exchange, celeryev, is a topic exchange.
 //
-// Implementations: transport/memory (in process) and transport/redis
-// (wire-compatible with Kombu's Redis transport). Every implementation runs
-// the conformance suite in transport/transporttest.
+// Implementations: transport/memory (in process), transport/redis
+// (wire-compatible with Kombu's Redis transport, with Sentinel and Cluster)
+// and transport/amqp (RabbitMQ, as Kombu's py-amqp transport). Every
+// implementation runs the conformance suite in transport/transporttest.
+// Optional interfaces (Rebinder, Queuer, ListingSubscriber,
+// HealthReporter) let a transport do more where its broker allows.
 package transport
 
 import (
