@@ -226,16 +226,28 @@ func (m *Mailbox) Send(ctx context.Context, method string, args any, opts ...Cal
 		inbox: m.demux.Wait(ticket), // before publishing: no reply missed
 		obs:   obs, start: start,
 	}
-	c.expect(cfg, listed)
+	// Later calls of the same kind list the live nodes in their publish's
+	// round trip, where the transport can.
+	var lp transport.ListingPublisher
+	if lookup && listed == nil {
+		lp, _ = m.tr.(transport.ListingPublisher)
+	}
+	if lp == nil {
+		c.expect(cfg, listed)
+	}
 	// A call that is never ranged over nor closed ends at its deadline:
 	// its inbox is freed and its observer told. Close stops this, so a
 	// call that ends normally starts no goroutine for it.
 	c.stopAbandon = context.AfterFunc(ctx, c.abandoned)
 	expires, _ := ctx.Deadline()
-	if err := m.publish(ctx, method, body, expires, extra, sub); err != nil {
+	listedNow, err := m.publishListing(ctx, method, body, expires, extra, sub, lp)
+	if err != nil {
 		c.end(CallFailed, 0, err)
 		c.Close()
 		return nil, err
+	}
+	if lp != nil {
+		c.expect(cfg, listedNow) // a failed listing is nil: expect looks up
 	}
 	return c, nil
 }

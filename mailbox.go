@@ -384,6 +384,14 @@ func (m *Mailbox) open(env *wire.Envelope) (wire.Codec, []byte, string, error) {
 // reply subscription, a transport that can lose bindings declares its
 // binding again in the same round trip.
 func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires time.Time, extra []wire.Header, replies transport.Subscription) error {
+	_, err := m.publishListing(ctx, method, body, expires, extra, replies, nil)
+	return err
+}
+
+// publishListing is publish; with lp, the broadcast exchange's bindings
+// are listed in the same round trip (transport.ListingPublisher), nil when
+// the listing failed.
+func (m *Mailbox) publishListing(ctx context.Context, method string, body Body, expires time.Time, extra []wire.Header, replies transport.Subscription, lp transport.ListingPublisher) ([]transport.Binding, error) {
 	msg := wire.Encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
@@ -391,10 +399,17 @@ func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires
 		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires), Extra: extra},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
-	if err := publish(ctx, m.tr, m.exchange, "", msg, replies); err != nil {
-		return fmt.Errorf("pidbox: send %s: %w", method, brokerSilent(ctx, err))
+	var listed []transport.Binding
+	var err error
+	if lp != nil {
+		listed, err = lp.PublishListing(ctx, m.exchange, "", msg, replies, m.exchange)
+	} else {
+		err = publish(ctx, m.tr, m.exchange, "", msg, replies)
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("pidbox: send %s: %w", method, brokerSilent(ctx, err))
+	}
+	return listed, nil
 }
 
 // publish publishes msg, declaring sub's binding again in the same round

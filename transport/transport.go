@@ -22,7 +22,7 @@
 // and transport/amqp (RabbitMQ, as Kombu's py-amqp transport). Every
 // implementation runs the conformance suite in transport/transporttest.
 // Optional interfaces (Rebinder, Queuer, ListingSubscriber,
-// HealthReporter) let a transport do more where its broker allows.
+// ListingPublisher, HealthReporter) let a transport do more where its broker allows.
 package transport
 
 import (
@@ -159,6 +159,17 @@ type Queuer interface {
 // bindings is empty, not nil), and Bindings tells why.
 type ListingSubscriber interface {
 	SubscribeListing(ctx context.Context, b Binding, h Handler, list Exchange) (Subscription, []Binding, error)
+}
+
+// ListingPublisher is implemented by transports that can publish and list
+// an exchange's bindings in one round trip. PublishListing is
+// Bindings(ctx, list) followed by Publish (or, with sub, Rebinder's
+// PublishRebind), at the cost of one: a broadcast that expects every live
+// node learns which they are in its publish's round trip. The listing is
+// taken just before the publish. The error is the publish's; a listing
+// that could not be taken is nil, as in ListingSubscriber.
+type ListingPublisher interface {
+	PublishListing(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, list Exchange) ([]Binding, error)
 }
 
 // Transport is a broker connection that pidbox mailboxes and nodes share.

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
@@ -222,4 +223,33 @@ func TestQueuedReplies(t *testing.T) {
 			assert.Equal(t, uint64(320), node.Stats().Handlers["ping"].Calls)
 		})
 	}
+}
+
+// A broadcast with no limit lists the live nodes in its publish's round
+// trip (transport.ListingPublisher): no command of its own for the lookup,
+// every node's reply gathered, also after Redis lost its scripts.
+func TestBroadcastListsInItsPublish(t *testing.T) {
+	srv := redistest.Start(t)
+	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	ntr := open(t, srv, srv.URL(0), pidredis.Options{})
+	goNode(t, ntr, v, "l1@h")
+	goNode(t, ntr, v, "l2@h")
+	var h pipelineSizes
+	ctl := mailbox(t, hooked(t, srv, &h), v)
+	broadcast := func() {
+		t.Helper()
+		res, err := ctl.Call(context.Background(), "ping", nil, pidbox.Timeout(5*time.Second))
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{"l1@h", "l2@h"}, names(res.Replies))
+		assert.Equal(t, map[string]pidbox.Outcome{"l1@h": pidbox.Replied, "l2@h": pidbox.Replied}, res.Outcomes)
+	}
+	broadcast() // the first call lists with its reply binding
+	single := h.single.Load()
+	broadcast()
+	assert.Equal(t, single, h.single.Load(), "the lookup went in the publish's pipeline")
+
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	require.NoError(t, rdb.ScriptFlush(context.Background()).Err())
+	broadcast()
 }

@@ -148,3 +148,60 @@ func replyFallback(ex transport.Exchange, routingKey string) string {
 	}
 	return routingKey + "." + ex.Name
 }
+
+var _ transport.ListingPublisher = (*Transport)(nil)
+
+// PublishListing implements transport.ListingPublisher: the listing script,
+// the SADD of sub's binding (when sub is this transport's) and the publish
+// go in one pipeline. On Cluster, whose fanout publishes take their own
+// path, and for topic exchanges, it lists, then publishes.
+func (t *Transport) PublishListing(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription, list transport.Exchange) ([]transport.Binding, error) {
+	s, ok := sub.(*subscription)
+	if !ok || s.t != t {
+		s = nil
+	}
+	if t.cluster || !t.coalesces(ex) {
+		bs, _ := t.Bindings(ctx, list) // nil when it fails, as documented
+		if s != nil {
+			return bs, t.PublishRebind(ctx, ex, routingKey, msg, s)
+		}
+		return bs, t.Publish(ctx, ex, routingKey, msg)
+	}
+	if t.isClosed() {
+		return nil, transport.ErrClosed
+	}
+	t.declMu.RLock()
+	defer t.declMu.RUnlock()
+	o := &pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, rebind: s}
+	run := func() (*goredis.Cmd, []goredis.Cmder) {
+		pipe := t.client.Pipeline()
+		listing := bindingsScript.EvalSha(ctx, pipe, t.bindingsKeys(list))
+		t.queueOp(ctx, pipe, o)
+		cmds, _ := pipe.Exec(ctx) // each command keeps its own error
+		return listing, cmds[1:]
+	}
+	failed := func(cmds []goredis.Cmder) error {
+		for _, c := range cmds {
+			if err := c.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+				return err
+			}
+		}
+		return nil
+	}
+	listing, cmds := run()
+	if goredis.HasErrorPrefix(listing.Err(), "NOSCRIPT") || goredis.HasErrorPrefix(failed(cmds), "NOSCRIPT") {
+		// The script cache went with a restart: load and try once more.
+		// (go-redis does not load scripts in a pipeline.)
+		if bindingsScript.Load(ctx, t.client).Err() == nil && pushScript.Load(ctx, t.client).Err() == nil {
+			listing, cmds = run()
+		}
+	}
+	if err := failed(cmds); err != nil {
+		return nil, t.errorf("publish to %s: %w", ex.Name, err)
+	}
+	members, err := listing.StringSlice()
+	if err != nil {
+		return nil, nil
+	}
+	return parseBindings(list, members), nil
+}

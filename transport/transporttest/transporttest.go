@@ -74,11 +74,15 @@ func Run(t *testing.T, newTransport Constructor) {
 	}
 	// Optional interfaces, tested where the transport has them.
 	probe := newTransport(t)
+	type test = struct {
+		name string
+		fn   func(t *testing.T, tr transport.Transport, ns string)
+	}
 	if _, ok := probe.(transport.Queuer); ok {
-		tests = append(tests, struct {
-			name string
-			fn   func(t *testing.T, tr transport.Transport, ns string)
-		}{"QueuedPublishesArriveOnce", testQueued})
+		tests = append(tests, test{"QueuedPublishesArriveOnce", testQueued})
+	}
+	if _, ok := probe.(transport.ListingPublisher); ok {
+		tests = append(tests, test{"PublishListingListsThenPublishes", testPublishListing})
 	}
 	_ = probe.Close()
 	for _, tc := range tests {
@@ -603,5 +607,39 @@ func testQueued(t *testing.T, tr transport.Transport, ns string) {
 			got[m] = true
 		}
 		nothing(t, s)
+	}
+}
+
+// testPublishListing: PublishListing returns the bindings of the exchange
+// it lists, as Bindings does, and publishes as Publish does.
+func testPublishListing(t *testing.T, tr transport.Transport, ns string) {
+	e := tr.(*enveloped)
+	lp := e.Transport.(transport.ListingPublisher)
+	ex := fanout(ns)
+	var subs []*sub
+	var want []string
+	for i := range 3 {
+		q := fmt.Sprintf("n%d.%s", i, ex.Name)
+		subs = append(subs, subscribe(t, tr, transport.Binding{Exchange: ex, Queue: q}))
+		want = append(want, q)
+	}
+	bs, err := lp.PublishListing(ctxFor(t), ex, "", e.envelope(ex, "", []byte("hello")), nil, ex)
+	require.NoError(t, err)
+	var got []string
+	for _, b := range bs {
+		assert.Equal(t, ex, b.Exchange)
+		got = append(got, b.Queue)
+	}
+	assert.ElementsMatch(t, want, got)
+	for _, s := range subs {
+		assert.Equal(t, "hello", string(receive(t, s)))
+	}
+	// An exchange nobody is bound to lists as empty, not nil.
+	bs, err = lp.PublishListing(ctxFor(t), ex, "", e.envelope(ex, "", []byte("again")), nil, fanout(ns+"none"))
+	require.NoError(t, err)
+	assert.NotNil(t, bs)
+	assert.Empty(t, bs)
+	for _, s := range subs {
+		assert.Equal(t, "again", string(receive(t, s)))
 	}
 }
