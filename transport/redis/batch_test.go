@@ -253,3 +253,31 @@ func TestBroadcastListsInItsPublish(t *testing.T) {
 	require.NoError(t, rdb.ScriptFlush(context.Background()).Err())
 	broadcast()
 }
+
+// PublishListing on a Redis without its scripts lists and publishes once:
+// the publish that went out is not sent again with the listing.
+func TestPublishListingAfterScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	for _, ex := range []transport.Exchange{{Name: "flushf.pidbox", Kind: transport.Fanout}, {Name: "flushd.pidbox", Kind: transport.Direct}} {
+		got := make(chan string, 10)
+		sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: ex, RoutingKey: "k", Queue: "q." + ex.Name}, func(m []byte) { got <- string(m) })
+		require.NoError(t, err)
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		bs, err := tr.PublishListing(ctx, ex, "k", []byte("once"), nil, ex)
+		require.NoError(t, err)
+		require.Len(t, bs, 1, "%s: the listing", ex.Kind)
+		assert.Equal(t, "q."+ex.Name, bs[0].Queue)
+		assert.Equal(t, "once", <-got)
+		select {
+		case m := <-got:
+			t.Errorf("%s: %q delivered again", ex.Kind, m)
+		case <-time.After(300 * time.Millisecond):
+		}
+		require.NoError(t, sub.Close())
+	}
+}

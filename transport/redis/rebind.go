@@ -189,18 +189,28 @@ func (t *Transport) PublishListing(ctx context.Context, ex transport.Exchange, r
 		return nil
 	}
 	listing, cmds := run()
-	if goredis.HasErrorPrefix(listing.Err(), "NOSCRIPT") || goredis.HasErrorPrefix(failed(cmds), "NOSCRIPT") {
-		// The script cache went with a restart: load and try once more.
-		// (go-redis does not load scripts in a pipeline.)
-		if bindingsScript.Load(ctx, t.client).Err() == nil && pushScript.Load(ctx, t.client).Err() == nil {
-			listing, cmds = run()
+	// Redis without its scripts (a restart, SCRIPT FLUSH) refuses each
+	// script call on its own: send again only what it refused, so that a
+	// publish that went out is not sent twice. (go-redis does not load
+	// scripts in a pipeline; Run does.)
+	err := failed(cmds)
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		if s != nil && s.unbound {
+			s = nil
 		}
+		err = t.publishPipe(ctx, ex, routingKey, msg, s) // loads the script; declMu is held
+	} else if err != nil {
+		err = t.errorf("publish to %s: %w", ex.Name, err)
 	}
-	if err := failed(cmds); err != nil {
-		return nil, t.errorf("publish to %s: %w", ex.Name, err)
-	}
-	members, err := listing.StringSlice()
 	if err != nil {
+		return nil, err
+	}
+	if goredis.HasErrorPrefix(listing.Err(), "NOSCRIPT") {
+		bs, _ := t.Bindings(ctx, list) // nil when it fails, as documented
+		return bs, nil
+	}
+	members, lerr := listing.StringSlice()
+	if lerr != nil {
 		return nil, nil
 	}
 	return parseBindings(list, members), nil
