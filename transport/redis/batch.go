@@ -97,7 +97,7 @@ func (t *Transport) PublishQueued(ctx context.Context, ex transport.Exchange, ro
 		return
 	}
 	o := &pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, then: done}
-	if s, ok := sub.(*subscription); ok && s.t == t && s.rebindDue(time.Now()) {
+	if s := t.own(sub); s != nil && s.rebindDue(time.Now()) {
 		o.rebind = s
 	}
 	switch {
@@ -195,13 +195,7 @@ func (t *Transport) publishOne(o *pubOp) error {
 	if o.rebind == nil {
 		return t.publishPlain(o.ctx, o.ex, o.routingKey, o.msg)
 	}
-	t.declMu.RLock()
-	defer t.declMu.RUnlock()
-	s := o.rebind
-	if s.unbound {
-		s = nil
-	}
-	return t.publishPipe(o.ctx, o.ex, o.routingKey, o.msg, s)
+	return t.publishRebind(o.ctx, o.ex, o.routingKey, o.msg, o.rebind)
 }
 
 // publishBatch publishes every op of batch in one pipeline and sets each
@@ -236,13 +230,10 @@ func (t *Transport) publishBatch(batch []*pubOp) {
 		retry := todo[:0:0]
 		for i, o := range todo {
 			o.err = nil
-			for _, cmd := range cmds[spans[i]:spans[i+1]] {
-				if err := cmd.Err(); err != nil && !errors.Is(err, goredis.Nil) {
-					o.err = t.errorf("publish to %s: %w", o.ex.Name, err)
-					if attempt == 0 && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-						retry = append(retry, o)
-					}
-					break
+			if err := firstErr(cmds[spans[i]:spans[i+1]]); err != nil {
+				o.err = t.errorf("publish to %s: %w", o.ex.Name, err)
+				if attempt == 0 && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+					retry = append(retry, o)
 				}
 			}
 		}
@@ -286,4 +277,15 @@ func batchContext(batch []*pubOp) (context.Context, context.CancelFunc) {
 		}
 	}
 	return context.WithDeadline(context.Background(), last)
+}
+
+// firstErr is the first error among cmds, a nil reply (goredis.Nil) not
+// counting as one.
+func firstErr(cmds []goredis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			return err
+		}
+	}
+	return nil
 }

@@ -23,8 +23,8 @@ var _ transport.Rebinder = (*Transport)(nil)
 // (kombu#1063). A sub that is not this transport's, or that is closed, is
 // not declared again.
 func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription) error {
-	s, ok := sub.(*subscription)
-	if !ok || s.t != t {
+	s := t.own(sub)
+	if s == nil {
 		return t.Publish(ctx, ex, routingKey, msg)
 	}
 	if t.isClosed() {
@@ -39,14 +39,23 @@ func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, ro
 	return t.publishRebind(ctx, ex, routingKey, msg, s)
 }
 
-// publishRebind publishes msg with s's binding, without the coalescer.
+// publishRebind publishes msg with s's binding (none once s is unbound),
+// without the coalescer.
 func (t *Transport) publishRebind(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, s *subscription) error {
 	t.declMu.RLock()
 	defer t.declMu.RUnlock()
 	if s.unbound {
-		return t.publishPipe(ctx, ex, routingKey, msg, nil)
+		s = nil
 	}
 	return t.publishPipe(ctx, ex, routingKey, msg, s)
+}
+
+// own returns sub when it is one of t's subscriptions, else nil.
+func (t *Transport) own(sub transport.Subscription) *subscription {
+	if s, ok := sub.(*subscription); ok && s.t == t {
+		return s
+	}
+	return nil
 }
 
 // rebindEvery spaces the re-declarations of a node's binding: a node
@@ -156,10 +165,7 @@ var _ transport.ListingPublisher = (*Transport)(nil)
 // go in one pipeline. On Cluster, whose fanout publishes take their own
 // path, and for topic exchanges, it lists, then publishes.
 func (t *Transport) PublishListing(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, sub transport.Subscription, list transport.Exchange) ([]transport.Binding, error) {
-	s, ok := sub.(*subscription)
-	if !ok || s.t != t {
-		s = nil
-	}
+	s := t.own(sub)
 	if t.cluster || !t.coalesces(ex) {
 		bs, _ := t.Bindings(ctx, list) // nil when it fails, as documented
 		if s != nil {
@@ -180,20 +186,12 @@ func (t *Transport) PublishListing(ctx context.Context, ex transport.Exchange, r
 		cmds, _ := pipe.Exec(ctx) // each command keeps its own error
 		return listing, cmds[1:]
 	}
-	failed := func(cmds []goredis.Cmder) error {
-		for _, c := range cmds {
-			if err := c.Err(); err != nil && !errors.Is(err, goredis.Nil) {
-				return err
-			}
-		}
-		return nil
-	}
 	listing, cmds := run()
 	// Redis without its scripts (a restart, SCRIPT FLUSH) refuses each
 	// script call on its own: send again only what it refused, so that a
 	// publish that went out is not sent twice. (go-redis does not load
 	// scripts in a pipeline; Run does.)
-	err := failed(cmds)
+	err := firstErr(cmds)
 	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
 		if s != nil && s.unbound {
 			s = nil
