@@ -172,6 +172,23 @@ func Serve(t *testing.T, n *pidbox.Node) (stopped func(d time.Duration) error) {
 	return stopped
 }
 
+// Answering waits until node answers a ping through mb. A Celery worker
+// says it is ready, as Kombu binds its queue, before it subscribes to the
+// broadcast channel: a broadcast in between finds the node and misses it.
+func Answering(t *testing.T, mb *pidbox.Mailbox, node string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := mb.Call(context.Background(), "ping", nil, pidbox.To(node), pidbox.Timeout(250*time.Millisecond))
+		if err == nil && len(res.Replies) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not answer a ping: %v", node, err)
+		}
+	}
+}
+
 // Names lists the replying nodes, sorted.
 func Names(rs []reply.Reply) []string {
 	out := make([]string, 0, len(rs))

@@ -21,7 +21,15 @@ type Proxy struct {
 type proxied struct {
 	client, server net.Conn
 	silent         atomic.Bool
+	mu             sync.Mutex
+	sent           []string // the client's first reads, in order (see Sent)
 }
+
+// Bounds of what Sent keeps of each connection.
+const (
+	keptReads = 64
+	keptBytes = 4 << 10
+)
 
 // NewProxy listens on a free loopback port and forwards to target until
 // the test ends.
@@ -76,6 +84,13 @@ func (p *Proxy) pipe(pc *proxied, src, dst net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && src == pc.client {
+			pc.mu.Lock()
+			if len(pc.sent) < keptReads {
+				pc.sent = append(pc.sent, string(buf[:min(n, keptBytes)]))
+			}
+			pc.mu.Unlock()
+		}
 		if n > 0 && !pc.silent.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -86,6 +101,22 @@ func (p *Proxy) pipe(pc *proxied, src, dst net.Conn) {
 			return
 		}
 	}
+}
+
+// Sent returns, for each connection in the order they were made, what
+// the client sent, one string per read (at most 64 reads of 4 KiB each).
+// A client that waits for the answer to each write before the next, as a
+// Redis client does between round trips, shows one round trip per read.
+func (p *Proxy) Sent() [][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([][]string, len(p.conns))
+	for i, pc := range p.conns {
+		pc.mu.Lock()
+		out[i] = append([]string(nil), pc.sent...)
+		pc.mu.Unlock()
+	}
+	return out
 }
 
 // Blackhole silences every connection open now.

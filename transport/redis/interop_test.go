@@ -92,6 +92,7 @@ func TestInteropCelery(t *testing.T) {
 
 	tr := open(t, srv, url, pidredis.Options{})
 	v := variant{Kind: transport.Fanout, Serializer: "json"}
+	interoptest.Answering(t, mailbox(t, open(t, srv, url, pidredis.Options{}), v), "celery@interop")
 	ctl := mailbox(t, tr, v)
 	ctx := context.Background()
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gopidbox/pidbox"
+	"github.com/gopidbox/pidbox/internal/interoptest"
 	"github.com/gopidbox/pidbox/internal/redistest"
 	pidotel "github.com/gopidbox/pidbox/otel"
 	"github.com/gopidbox/pidbox/transport"
@@ -32,6 +33,7 @@ func TestInteropTraced(t *testing.T) {
 	v := variant{Kind: transport.Fanout, Serializer: "json"}
 	kombuNode(t, url, "kombu@traced", v)
 	worker.WaitFor("celery@traced ready", 60*time.Second)
+	interoptest.Answering(t, mailbox(t, open(t, srv, url, pidredis.Options{}), v), "celery@traced")
 
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))

@@ -312,42 +312,32 @@ func (t *Transport) errorf(format string, args ...any) error {
 	return fmt.Errorf("redis %s: "+format, append([]any{t.addr}, args...)...)
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis answers. On a transport Open made on a single
+// server, which makes no round trip itself, it is the way to find out
+// before a first operation whether the server can be reached.
 func (t *Transport) Ping(ctx context.Context) error {
-	return t.client.Ping(ctx).Err()
+	pipe := t.client.Pipeline() // a pipeline: it carries Open's check (see checkHook)
+	pipe.Ping(ctx)
+	_, err := pipe.Exec(ctx)
+	if err != nil {
+		return t.errorf("%w", err)
+	}
+	return nil
 }
 
-// hello checks that Redis answers and reads its maxmemory-policy to warn
+// check checks that Redis answers and reads its maxmemory-policy to warn
 // about eviction (see checkEviction), in one round trip: CONFIG GET alone,
 // since any answer, a refusal included (ACLs, managed Redis), shows the
-// server is there. The check is a single command, not a pipeline: go-redis
-// fails a pipeline to a server that refuses connections only at the
-// deadline.
-func (t *Transport) hello(ctx context.Context) error {
-	// go-redis runs pipelines (declarations, publishes) on connections of
-	// their own: on a single server the first one is dialled now, with a
-	// PING beside the check, rather than on the first call's way; it is
-	// cancelled when the check fails. (Sentinel and Cluster find their
-	// servers first: no such shortcut.)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if c, ok := t.client.(*goredis.Client); ok && t.dialMaster == nil {
-		warmed := make(chan struct{})
-		go func() {
-			defer close(warmed)
-			pipe := c.Pipeline()
-			pipe.Ping(wctx)
-			_, _ = pipe.Exec(wctx)
-		}()
-		defer func() { <-warmed }()
-	}
+// server is there. Open runs it on Sentinel and Cluster, which find their
+// servers first; on a single server the check rides with the first
+// pipeline instead (see checkHook).
+func (t *Transport) check(ctx context.Context) error {
 	policy := t.client.ConfigGet(ctx, "maxmemory-policy")
 	if err := policy.Err(); err != nil {
 		// The server's own refusal is an error of go-redis's reply type
 		// as it is; anything else (a dial, a deadline, a Sentinel that
 		// does not know the master, which wraps one) means no answer.
 		if _, answered := err.(goredis.Error); !answered {
-			cancel()
 			return err
 		}
 	}

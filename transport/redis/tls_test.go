@@ -30,11 +30,14 @@ func tlsFiles(t *testing.T, dns []string, ips []net.IP) (ca, server, client *cer
 	return ca, server, client
 }
 
+// openErr is the error of opening url and of the first round trip: on a
+// single server, Open makes none.
 func openErr(url string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	tr, err := pidredis.Open(ctx, url, pidredis.Options{Logger: quiet})
 	if err == nil {
+		err = tr.Ping(ctx)
 		_ = tr.Close()
 	}
 	return err

@@ -2,21 +2,27 @@ package redis
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gopidbox/pidbox/internal/tlsurl"
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Open connects to the Redis a URL names and checks, within ctx, that it
-// answers. The transport owns its client; Close closes it.
+// Open makes a transport on the Redis a URL names. The transport owns its
+// client; Close closes it.
+//
+// On a single server Open makes no round trip: the first operation dials,
+// and checks that the server answers in the same round trip as its own
+// commands, so that a controller's first call sets up in one (the check,
+// its reply binding and, for a broadcast, the node lookup, pipelined
+// together). An unreachable server is then that operation's error, which
+// says "cannot reach the server" and why; call Ping to find out before.
+// On Sentinel and Cluster, Open finds the servers and checks, within ctx,
+// that they answer.
 //
 // Accepted URLs:
 //
@@ -95,37 +101,20 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		}
 		lg.Warn("redis transport: ssl_cert_reqs=none: the server's certificate is not verified, so anyone on the path can pose as it", "url", Redact(rawURL))
 	}
-	if err := t.hello(ctx); err != nil {
+	if ropts != nil {
+		// A single server is checked by the first pipeline, in the same
+		// round trip (see checkHook): Open itself makes none.
+		t.client.AddHook(&checkHook{t: t})
+		return t, nil
+	}
+	if err := t.check(ctx); err != nil {
 		_ = t.Close()
-		if ropts != nil {
-			err = dialError(ctx, ropts, err)
-		} else if fo != nil {
+		if fo != nil {
 			err = sentinelDialError(ctx, fo, err)
 		}
-		return nil, t.errorf("cannot reach the server: %w", err)
+		return nil, t.errorf("%w: %w", ErrUnreachable, err)
 	}
 	return t, nil
-}
-
-// dialError explains a failed first PING: when the deadline ran out while
-// go-redis retried, one plain dial shows the cause (connection refused, no
-// such host) instead of "context deadline exceeded".
-func dialError(ctx context.Context, o *goredis.Options, pingErr error) error {
-	if ctx.Err() == nil || o.Network == "" {
-		return pingErr
-	}
-	dctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	var dial func(context.Context, string, string) (net.Conn, error) = (&net.Dialer{}).DialContext
-	if o.TLSConfig != nil {
-		dial = (&tls.Dialer{Config: o.TLSConfig}).DialContext // shows a certificate refused
-	}
-	c, err := dial(dctx, o.Network, o.Addr)
-	if err != nil {
-		return err
-	}
-	c.Close()
-	return pingErr
 }
 
 // ParseURL turns a URL into go-redis options and applies the Kombu

@@ -2,7 +2,7 @@
 
 usage: kombu_node.py URL HOSTNAME TYPE SERIALIZER [NAMESPACE]
 
-Prints READY once it consumes, then serves until SIGTERM. Handlers:
+Prints READY once it is subscribed, then serves until SIGTERM. Handlers:
 echo(**kw) -> kw, fail() raises ValueError, clock() -> the node's clock,
 ping() -> {"ok": "pong"}.
 """
@@ -50,6 +50,13 @@ with connection(url) as conn:
         return {"ok": "pong"}
 
     consumer = node.listen(channel=conn.channel())
+    # Kombu binds the queue in listen() but subscribes (PSUBSCRIBE, or
+    # BRPOP) only when it first drains: a broadcast before that would find
+    # the binding and miss the node. Ready means subscribed.
+    try:
+        conn.drain_events(timeout=0.2)
+    except socket.timeout:
+        pass
     print("READY", flush=True)
     try:
         while not stop:
