@@ -425,6 +425,9 @@ func publish(ctx context.Context, tr transport.Transport, ex transport.Exchange,
 // request unanswered: a paused or blocked broker accepts connections but
 // does not answer.
 func brokerSilent(ctx context.Context, err error) error {
+	if errors.Is(err, transport.ErrUnreachable) {
+		return err // not silent: never reached
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%w: the broker did not answer before the deadline: %w", ErrBrokerSilent, err)
 	}

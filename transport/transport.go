@@ -35,6 +35,12 @@ import (
 // subscription.
 var ErrClosed = errors.New("transport: closed")
 
+// ErrUnreachable is wrapped by the error of an operation, or of opening a
+// transport, that got no answer from a broker never reached before: no
+// connection, or none that answered. A broker that was reached and goes
+// silent is not this error, but its operations' deadlines.
+var ErrUnreachable = errors.New("cannot reach the broker")
+
 // ErrUnsupported is returned, wrapped, for an operation the broker cannot
 // do, such as listing an exchange's bindings on AMQP 0.9.1 without
 // RabbitMQ's management API.

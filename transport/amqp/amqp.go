@@ -288,7 +288,7 @@ func (t *Transport) dial(ctx context.Context) (*amqp091.Connection, error) {
 		if errors.As(err, &ae) && (ae.Code == amqp091.AccessRefused || ae.Code == amqp091.NotAllowed) {
 			return nil, fmt.Errorf("the broker refused the connection to vhost %q: %w", t.ep.vhost, err)
 		}
-		return nil, fmt.Errorf("cannot reach the broker: %w", err)
+		return nil, fmt.Errorf("%w: %w", transport.ErrUnreachable, err)
 	}
 	return conn, nil
 }

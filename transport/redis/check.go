@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 
+	"github.com/gopidbox/pidbox/transport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -99,19 +100,14 @@ func (h *checkHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 	}
 }
 
-// ErrUnreachable is wrapped by the error of an operation that got no
-// answer from a server never reached before (see Open), and by Open's on
-// Sentinel and Cluster.
-var ErrUnreachable = errors.New("cannot reach the server")
-
 // unreachable says that the server did not answer, and why: go-redis
 // retries failed dials until the deadline, which hides their cause.
 func (h *checkHook) unreachable(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, ErrUnreachable) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, transport.ErrUnreachable) {
 		return err // the caller gave up, or it is said already
 	}
 	if d := h.dialErr.Load(); d != nil && !errors.Is(err, *d) && err.Error() != (*d).Error() {
-		return fmt.Errorf("%w: %w: %w", ErrUnreachable, err, *d)
+		return fmt.Errorf("%w: %w: %w", transport.ErrUnreachable, err, *d)
 	}
-	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	return fmt.Errorf("%w: %w", transport.ErrUnreachable, err)
 }

@@ -395,7 +395,7 @@ func TestOpenTopologyErrors(t *testing.T) {
 		}
 		require.Error(t, err, url)
 		assert.Contains(t, err.Error(), want)
-		assert.Contains(t, err.Error(), "cannot reach the server")
+		assert.Contains(t, err.Error(), "cannot reach the broker")
 		assert.NotContains(t, err.Error(), "secret")
 		assert.Less(t, time.Since(start), 4*time.Second, "Open overran its context: %v", err)
 		t.Logf("%s: %v", url, err)

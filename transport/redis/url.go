@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gopidbox/pidbox/internal/tlsurl"
+	"github.com/gopidbox/pidbox/transport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -20,7 +21,7 @@ import (
 // commands, so that a controller's first call sets up in one (the check,
 // its reply binding and, for a broadcast, the node lookup, pipelined
 // together). An unreachable server is then that operation's error, which
-// says "cannot reach the server" and why; call Ping to find out before.
+// wraps transport.ErrUnreachable and says why; call Ping to find out before.
 // On Sentinel and Cluster, Open finds the servers and checks, within ctx,
 // that they answer.
 //
@@ -112,7 +113,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 		if fo != nil {
 			err = sentinelDialError(ctx, fo, err)
 		}
-		return nil, t.errorf("%w: %w", ErrUnreachable, err)
+		return nil, t.errorf("%w: %w", transport.ErrUnreachable, err)
 	}
 	return t, nil
 }
