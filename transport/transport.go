@@ -36,9 +36,9 @@ import (
 var ErrClosed = errors.New("transport: closed")
 
 // ErrUnreachable is wrapped by the error of an operation, or of opening a
-// transport, that got no answer from a broker never reached before: no
-// connection, or none that answered. A broker that was reached and goes
-// silent is not this error, but its operations' deadlines.
+// transport, that could not connect to a broker never reached before. A
+// broker that accepts connections but does not answer (paused, blocked)
+// is not this error, but its operations' deadlines.
 var ErrUnreachable = errors.New("cannot reach the broker")
 
 // ErrUnsupported is returned, wrapped, for an operation the broker cannot

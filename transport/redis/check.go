@@ -18,8 +18,9 @@ import (
 //
 // The check is a CONFIG GET of maxmemory-policy, put in front of the
 // pipeline. Any answer, a refusal included (ACLs, managed Redis), shows
-// the server is there; no answer makes the pipeline's error say that the
-// server cannot be reached, and why (the last failed dial). Once a check
+// the server is there; when no connection could be made, the pipeline's
+// error says that the server cannot be reached, and why (the last failed
+// dial). Once a check
 // is answered, pipelines go through untouched. The transport sends no
 // MULTI on this client.
 type checkHook struct {
@@ -45,7 +46,7 @@ func (h *checkHook) DialHook(next goredis.DialHook) goredis.DialHook {
 // ProcessHook implements goredis.Hook: a single command carries no
 // check (it may be a connection's own handshake, which must not wait for
 // another connection), but until a check is answered its failure to get
-// an answer says that the server cannot be reached, and why.
+// a connection says that the server cannot be reached, and why.
 func (h *checkHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
 		err := next(ctx, cmd)
@@ -70,7 +71,7 @@ func (h *checkHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 		_, refused := perr.(goredis.Error)
 		// A pipeline that found no connection sets no command's error:
 		// only a reply (a map, or a refusal) shows that the server answered.
-		if answered := refused || perr == nil && policy.Val() != nil; !answered {
+		if answered := refused || perr == nil && (err == nil || policy.Val() != nil); !answered {
 			if err == nil {
 				err = perr
 			}
@@ -100,13 +101,16 @@ func (h *checkHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 	}
 }
 
-// unreachable says that the server did not answer, and why: go-redis
-// retries failed dials until the deadline, which hides their cause.
+// unreachable says, when the last dial failed, that the server cannot be
+// reached, and why: go-redis retries failed dials until the deadline,
+// which hides their cause. A server that was dialled but does not answer
+// (paused, frozen) is not unreachable: its error is its deadline's.
 func (h *checkHook) unreachable(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, transport.ErrUnreachable) {
-		return err // the caller gave up, or it is said already
+	d := h.dialErr.Load()
+	if d == nil || errors.Is(err, context.Canceled) || errors.Is(err, transport.ErrUnreachable) {
+		return err // connected, or the caller gave up, or it is said already
 	}
-	if d := h.dialErr.Load(); d != nil && !errors.Is(err, *d) && err.Error() != (*d).Error() {
+	if !errors.Is(err, *d) && err.Error() != (*d).Error() {
 		return fmt.Errorf("%w: %w: %w", transport.ErrUnreachable, err, *d)
 	}
 	return fmt.Errorf("%w: %w", transport.ErrUnreachable, err)

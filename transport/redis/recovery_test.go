@@ -154,6 +154,12 @@ func TestClientPause(t *testing.T) {
 				assert.ErrorContains(t, err, "the broker did not answer")
 				assert.Less(t, elapsed, 1500*time.Millisecond, "returns at its deadline, not at the pause's end")
 			}
+			// A controller whose first call meets the pause (Open made no
+			// round trip) dials, and is answered nothing: silent, not
+			// unreachable.
+			_, err := mailbox(t, open(t, srv, srv.URL(0), pidredis.Options{}), v).Call(ctx, "ping", nil, pidbox.Timeout(400*time.Millisecond))
+			require.ErrorIs(t, err, pidbox.ErrBrokerSilent)
+			assert.NotErrorIs(t, err, transport.ErrUnreachable)
 			require.NoError(t, rdb.Do(ctx, "CLIENT", "UNPAUSE").Err())
 			back := time.Now()
 			require.Eventually(t, func() bool { return ping(t, ctl, "a@h", 300*time.Millisecond) == nil },
