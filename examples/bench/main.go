@@ -29,6 +29,7 @@ var (
 	only     = flag.String("only", "", "comma-separated figures to run (seq,concurrent,gather,memory,otel,topology,broadcast5000,clusterpubsub,kombu,amqp); default all")
 	maxNodes = flag.Int("max-nodes", 1000, "largest gather size")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	loads    = flag.String("loads", "64x8,2x2", "the concurrent figure's loads, callers x nodes, comma-separated")
 )
 
 var quiet = slog.New(slog.DiscardHandler)

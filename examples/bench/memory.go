@@ -65,18 +65,22 @@ func readRSS(pid int) int64 {
 	return 0
 }
 
+// memCallers and memNodes are the load of the memory figure: the
+// concurrent figure's first, whatever -loads says.
+const memCallers, memNodes = 64, 8
+
 // heapAfterCalls makes 100,000 calls and compares the heap, after GC,
 // with its level after a warm-up.
 func (b *bench) heapAfterCalls() {
 	n := iters(100_000)
-	f := b.startFleet("mem", concurrentLoads[0].nodes)
+	f := b.startFleet("mem", memNodes)
 	defer f.stop()
 	ctl, done := b.controller()
 	defer done()
 	run := func(total int) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
-		for c := range concurrentLoads[0].callers {
+		for c := range memCallers {
 			wg.Go(func() {
 				dest := f.nodes[c%len(f.nodes)].Hostname()
 				for next.Add(1) <= int64(total) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,15 +163,25 @@ func (b *bench) sequential() {
 }
 
 // concurrentLoads are the caller and node counts of the concurrent
-// figures: many callers, and two, which must gain too.
-var concurrentLoads = []struct{ callers, nodes int }{{64, 8}, {2, 2}}
+// figures (-loads; by default many callers, and two, which must gain too).
+func concurrentLoads() []struct{ callers, nodes int } {
+	var out []struct{ callers, nodes int }
+	for _, l := range strings.Split(*loads, ",") {
+		var c, n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(l), "%dx%d", &c, &n); err != nil || c < 1 || n < 1 {
+			check(fmt.Errorf("-loads: %q is not callers x nodes", l))
+		}
+		out = append(out, struct{ callers, nodes int }{c, n})
+	}
+	return out
+}
 
 func (b *bench) concurrent() {
 	d := 5 * time.Second
 	if *quick {
 		d = time.Second
 	}
-	for _, l := range concurrentLoads {
+	for _, l := range concurrentLoads() {
 		name := "concurrent"
 		if l.callers != 64 {
 			name = fmt.Sprintf("concurrent_%d", l.callers)
