@@ -276,21 +276,23 @@ func (n *Node) authorized(ctx context.Context, req *Request) result {
 // finish replies with a handler's result, or logs a failed cast. A reply
 // has no deadline of its own: the transport's timeouts bound it.
 func (n *Node) finish(t *task, res result) {
-	if msg := n.replyFor(t, res); msg != nil {
+	if msg, buf := n.replyFor(t, res); msg != nil {
 		n.logSent(t, publish(context.Background(), n.mb.tr, n.mb.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription()))
+		n.mb.release(buf, msg)
 	}
 }
 
 // finishQueued is finish with the reply queued where the transport can;
 // done is called once the reply is sent, or failed, or not needed.
 func (n *Node) finishQueued(q transport.Queuer, t *task, res result, done func()) {
-	msg := n.replyFor(t, res)
+	msg, buf := n.replyFor(t, res)
 	if msg == nil {
 		done()
 		return
 	}
 	m := n.mb
 	q.PublishQueued(context.Background(), m.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription(), func(err error) {
+		m.release(buf, msg)
 		n.logSent(t, err)
 		done()
 	})
@@ -320,12 +322,14 @@ func (n *Node) call(ctx context.Context, e *entry, req *Request) (res result) {
 // mailbox's own serializer, as a Kombu node does, whatever the request
 // came in. It returns nil when there is nothing to send: a cast, a handler
 // that returned ErrNoReply, or a reply that cannot be encoded (logged).
-func (n *Node) replyFor(t *task, res result) []byte {
+// buf, when not nil, is the message's buffer, for Mailbox.release once the
+// reply is sent.
+func (n *Node) replyFor(t *task, res result) (msg []byte, buf *msgBuf) {
 	if t.wr.ReplyTo == nil || errors.Is(res.err, ErrNoReply) {
 		if res.err != nil && !errors.Is(res.err, ErrNoReply) {
 			n.warnings.Warn("pidbox: command failed", "method", t.wr.Method, "err", res.err)
 		}
-		return nil
+		return nil, nil
 	}
 	m := n.mb
 	value := res.value
@@ -338,15 +342,15 @@ func (n *Node) replyFor(t *task, res result) []byte {
 		data, err = wire.EncodeReply(m.codec, n.hostname, wire.ErrorValue{Error: fmt.Sprintf("the reply of %s cannot be serialized: %v", t.wr.Method, err)})
 		if err != nil {
 			n.warnings.Error("pidbox: error reply cannot be serialized", "err", err)
-			return nil
+			return nil, nil
 		}
 	}
 	body, err := m.seal(Body{ContentType: m.codec.ContentType(), ContentEncoding: m.codec.ContentEncoding(), Data: data})
 	if err != nil {
 		n.warnings.Error("pidbox: reply not sent", "method", t.wr.Method, "err", err)
-		return nil
+		return nil, nil
 	}
-	return wire.Encode(&wire.Envelope{
+	return m.encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
 		ContentEncoding: body.ContentEncoding,

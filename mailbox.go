@@ -132,9 +132,45 @@ type Mailbox struct {
 	codec    wire.Codec
 	demux    *demux.Demux
 
+	reuse bool      // the transport is a transport.Borrower
+	bufs  sync.Pool // of *msgBuf, when reuse
+
 	mu       sync.Mutex
 	closed   bool
 	replySub transport.Subscription
+}
+
+// msgBuf is a buffer a message is encoded into, reused once the transport
+// has published it (transport.Borrower).
+type msgBuf struct{ b []byte }
+
+// maxReused bounds the buffers kept for reuse: a large message now and then
+// should not keep its memory.
+const maxReused = 16 << 10
+
+// encode encodes e, into a reused buffer where the transport allows it;
+// release returns it once the message is published.
+func (m *Mailbox) encode(e *wire.Envelope) (msg []byte, buf *msgBuf) {
+	if !m.reuse {
+		return wire.Encode(e), nil
+	}
+	buf, _ = m.bufs.Get().(*msgBuf)
+	if buf == nil {
+		buf = &msgBuf{}
+	}
+	if n := wire.EncodedLen(e); cap(buf.b) < n {
+		buf.b = make([]byte, 0, n)
+	}
+	return wire.AppendEncode(buf.b[:0], e), buf
+}
+
+// release takes back the buffer of a message that has been published.
+func (m *Mailbox) release(buf *msgBuf, msg []byte) {
+	if buf == nil || cap(msg) > maxReused {
+		return
+	}
+	buf.b = msg[:0]
+	m.bufs.Put(buf)
 }
 
 // New returns a mailbox on tr. It does not touch the broker until the first
@@ -165,6 +201,7 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 		oid:      uuid.NewString(),
 		codec:    codec,
 	}
+	_, m.reuse = tr.(transport.Borrower)
 	dopts := demux.Options{
 		Open:         m.open,
 		MaxSize:      opts.MaxMessageSize,
@@ -392,13 +429,14 @@ func (m *Mailbox) publish(ctx context.Context, method string, body Body, expires
 // are listed in the same round trip (transport.ListingPublisher), nil when
 // the listing failed.
 func (m *Mailbox) publishListing(ctx context.Context, method string, body Body, expires time.Time, extra []wire.Header, replies transport.Subscription, lp transport.ListingPublisher) ([]transport.Binding, error) {
-	msg := wire.Encode(&wire.Envelope{
+	msg, buf := m.encode(&wire.Envelope{
 		Body:            body.Data,
 		ContentType:     body.ContentType,
 		ContentEncoding: body.ContentEncoding,
 		Headers:         wire.Headers{Clock: m.opts.Clock.Forward(), Expires: wire.ExpiresAt(expires), Extra: extra},
 		Properties:      wire.Properties{DeliveryMode: wire.Persistent, Exchange: m.exchange.Name},
 	})
+	defer m.release(buf, msg)
 	var listed []transport.Binding
 	var err error
 	if lp != nil {

@@ -178,6 +178,16 @@ type ListingPublisher interface {
 	PublishListing(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, list Exchange) ([]Binding, error)
 }
 
+// Borrower is implemented by transports that hold no reference to a
+// message they publish once the publish has returned (for PublishQueued,
+// once done has been called): the caller may then write over the
+// message's memory. Mailboxes and nodes encode their messages into
+// buffers they reuse on such transports, rather than into new ones.
+type Borrower interface {
+	// BorrowsMessages marks the transport; it does nothing.
+	BorrowsMessages()
+}
+
 // Transport is a broker connection that pidbox mailboxes and nodes share.
 // Implementations are safe for concurrent use.
 type Transport interface {

@@ -84,6 +84,9 @@ func Run(t *testing.T, newTransport Constructor) {
 	if _, ok := probe.(transport.ListingPublisher); ok {
 		tests = append(tests, test{"PublishListingListsThenPublishes", testPublishListing})
 	}
+	if _, ok := probe.(transport.Borrower); ok {
+		tests = append(tests, test{"BorrowedMessagesCanBeOverwritten", testBorrowed})
+	}
 	_ = probe.Close()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -641,5 +644,64 @@ func testPublishListing(t *testing.T, tr transport.Transport, ns string) {
 	assert.Empty(t, bs)
 	for _, s := range subs {
 		assert.Equal(t, "again", string(receive(t, s)))
+	}
+}
+
+// testBorrowed: a transport.Borrower holds nothing of a message once its
+// publish returned (or, queued, once done was called): the suite writes
+// over each message's bytes at that moment, from many goroutines at once
+// so that some queue, and every message still arrives as it was sent.
+func testBorrowed(t *testing.T, tr transport.Transport, ns string) {
+	e := tr.(*enveloped)
+	scribble := func(msg []byte) {
+		for i := range msg {
+			msg[i] = 'X'
+		}
+	}
+	type publish struct {
+		name string
+		fn   func(ex transport.Exchange, msg []byte)
+	}
+	publishes := []publish{{"Publish", func(ex transport.Exchange, msg []byte) {
+		assert.NoError(t, e.Transport.Publish(ctxFor(t), ex, "k", msg))
+		scribble(msg)
+	}}}
+	if q, ok := e.Transport.(transport.Queuer); ok {
+		publishes = append(publishes, publish{"PublishQueued", func(ex transport.Exchange, msg []byte) {
+			done := make(chan struct{})
+			q.PublishQueued(ctxFor(t), ex, "k", msg, nil, func(err error) {
+				assert.NoError(t, err)
+				scribble(msg)
+				close(done)
+			})
+			<-done
+		}})
+	}
+	if lp, ok := e.Transport.(transport.ListingPublisher); ok {
+		publishes = append(publishes, publish{"PublishListing", func(ex transport.Exchange, msg []byte) {
+			_, err := lp.PublishListing(ctxFor(t), ex, "k", msg, nil, ex)
+			assert.NoError(t, err)
+			scribble(msg)
+		}})
+	}
+	for _, ex := range []transport.Exchange{direct("b." + ns), fanout(ns)} {
+		s := subscribe(t, tr, transport.Binding{Exchange: ex, RoutingKey: "k", Queue: "b." + ex.Name})
+		for _, p := range publishes {
+			const n = 100
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() { p.fn(ex, e.envelope(ex, "k", fmt.Appendf(nil, "%s %d", p.name, i))) })
+			}
+			wg.Wait()
+			got := map[string]bool{}
+			for range n {
+				m := string(receive(t, s)) // enveloped checks the envelope
+				assert.False(t, got[m], "%s: %q arrived twice", ex.Kind, m)
+				got[m] = true
+			}
+			for i := range n {
+				assert.True(t, got[fmt.Sprintf("%s %d", p.name, i)], "%s: %s %d missing", ex.Kind, p.name, i)
+			}
+		}
 	}
 }
