@@ -65,8 +65,9 @@ func handlerErr(err error) error {
 func (n *Node) handle(ctx context.Context, msg []byte) {
 	n.received.Add(1)
 	m := n.mb
-	env, err := wire.Decode(msg, m.opts.MaxMessageSize)
-	if err != nil {
+	env := m.envelope()
+	if err := wire.DecodeInto(msg, m.opts.MaxMessageSize, env); err != nil {
+		m.reuseEnvelope(env)
 		n.drop(&n.dropped, "pidbox: message dropped", "err", err)
 		n.observe(ctx, EventSkipped, "", ReasonUndecodable, 1)
 		return
@@ -84,7 +85,9 @@ func (n *Node) handle(ctx context.Context, msg []byte) {
 	}
 	if n.mb.opts.Observer == nil && wire.NotAddressed(codec, body, n.hostname) {
 		// For another node: known without decoding the request (an
-		// Observer gets the full decode, for the method's name).
+		// Observer gets the full decode, for the method's name). Nothing
+		// of the envelope is kept: it serves the next message.
+		m.reuseEnvelope(env)
 		return
 	}
 	wr, err := wire.DecodeRequest(codec, body)

@@ -134,6 +134,7 @@ type Mailbox struct {
 
 	reuse bool      // the transport is a transport.Borrower
 	bufs  sync.Pool // of *msgBuf, when reuse
+	envs  sync.Pool // of *wire.Envelope, for nodes' commands to other nodes
 
 	mu       sync.Mutex
 	closed   bool
@@ -162,6 +163,25 @@ func (m *Mailbox) encode(e *wire.Envelope) (msg []byte, buf *msgBuf) {
 		buf.b = make([]byte, 0, n)
 	}
 	return wire.AppendEncode(buf.b[:0], e), buf
+}
+
+// envelope returns an envelope to decode a command into, one that served
+// an earlier command when there is one (see reuseEnvelope).
+func (m *Mailbox) envelope() *wire.Envelope {
+	if e, _ := m.envs.Get().(*wire.Envelope); e != nil {
+		return e
+	}
+	return &wire.Envelope{}
+}
+
+// reuseEnvelope takes back an envelope nothing refers to any more: a
+// command for another node, or one that could not be decoded. A mailbox
+// with a Sealer does not reuse them: a sealer may keep what it opened.
+func (m *Mailbox) reuseEnvelope(e *wire.Envelope) {
+	if m.opts.Sealer != nil || cap(e.Body) > maxReused {
+		return
+	}
+	m.envs.Put(e)
 }
 
 // release takes back the buffer of a message that has been published.

@@ -164,7 +164,24 @@ func Decode(data []byte, limit int) (*Envelope, error) {
 	if limit > 0 && len(data) > limit {
 		return nil, fmt.Errorf("%w: envelope of %d bytes is above the %d-byte limit", ErrTooLarge, len(data), limit)
 	}
-	return decodeEnvelope(data)
+	e := &Envelope{}
+	if err := decodeEnvelope(data, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// DecodeInto is Decode into e, whose fields it overwrites: the body is
+// decoded into e.Body's memory when it has room. For a reader that is done
+// with an envelope before the next (a node skipping a command for another
+// node), so that envelopes and bodies are reused rather than made anew.
+// On error, e holds nothing of use.
+func DecodeInto(data []byte, limit int, e *Envelope) error {
+	if limit > 0 && len(data) > limit {
+		return fmt.Errorf("%w: envelope of %d bytes is above the %d-byte limit", ErrTooLarge, len(data), limit)
+	}
+	*e = Envelope{Body: e.Body[:0]}
+	return decodeEnvelope(data, e)
 }
 
 func clockValue(n string) (uint64, error) {

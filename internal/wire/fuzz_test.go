@@ -27,12 +27,30 @@ func FuzzDecode(f *testing.F) {
 		if (err == nil) != (refErr == nil) {
 			t.Fatalf("decoders disagree on %q: fast %v, reference %v", data, err, refErr)
 		}
+		if intoErr := wire.DecodeInto(data, 0, &wire.Envelope{Body: make([]byte, 0, 64)}); (intoErr == nil) != (err == nil) {
+			t.Fatalf("DecodeInto and Decode disagree on %q: %v, %v", data, intoErr, err)
+		}
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(e.Body, ref.Body) || e.ContentType != ref.ContentType || e.ContentEncoding != ref.ContentEncoding ||
 			!reflect.DeepEqual(e.Headers, ref.Headers) || e.Properties != ref.Properties || e.IgnoredHeaders != ref.IgnoredHeaders {
 			t.Fatalf("decoders disagree on %q:\nfast      %+v\nreference %+v", data, e, ref)
+		}
+		// DecodeInto an envelope that held another one (with a body
+		// larger, then smaller, than this one's) decodes the same.
+		for _, prev := range []string{kombuRequest, `{"body": "", "headers": {"x": "y"}, "properties": {"body_encoding": "base64"}}`} {
+			into := &wire.Envelope{}
+			if err := wire.DecodeInto([]byte(prev), 0, into); err != nil {
+				t.Fatalf("DecodeInto(%q): %v", prev, err)
+			}
+			if err := wire.DecodeInto(data, 0, into); err != nil {
+				t.Fatalf("DecodeInto refuses what Decode takes: %v", err)
+			}
+			if !bytes.Equal(into.Body, e.Body) || (into.Body == nil) != (e.Body == nil) || into.ContentType != e.ContentType || into.ContentEncoding != e.ContentEncoding ||
+				!reflect.DeepEqual(into.Headers, e.Headers) || into.Properties != e.Properties || into.IgnoredHeaders != e.IgnoredHeaders {
+				t.Fatalf("DecodeInto after %q disagrees with Decode on %q:\ninto   %+v\ndecode %+v", prev, data, into, e)
+			}
 		}
 		again, err := wire.Decode(wire.Encode(e), 0)
 		if err != nil {

@@ -481,18 +481,27 @@ func (s *scanner) extra(e *Envelope, k []byte) error {
 }
 
 // decodeEnvelope parses an envelope without reflection.
-func decodeEnvelope(data []byte) (*Envelope, error) {
+// sized returns n bytes of mem's memory when it has room, else new ones.
+func sized(mem []byte, n int) []byte {
+	if cap(mem) >= n && cap(mem) > 0 {
+		return mem[:n]
+	}
+	return make([]byte, n)
+}
+
+func decodeEnvelope(data []byte, e *Envelope) error {
 	s := &scanner{data: data}
-	e := &Envelope{}
+	mem := e.Body[:0] // memory for the body, reused when it has room
+	e.Body = nil
 	var body []byte
 	hasBody := false
 	var clock, expires, mode, prio, bodyEnc string
 	var err error
 	if s.peek() == 'n' && s.null() {
-		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+		return fmt.Errorf("%w: envelope has no body", ErrMalformed)
 	}
 	if s.peek() != '{' {
-		return nil, s.errorf("not a JSON object")
+		return s.errorf("not a JSON object")
 	}
 	err = s.object(func(k []byte) error {
 		var err error
@@ -556,39 +565,40 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if s.ws(); s.i != len(s.data) {
-		return nil, s.errorf("data after the envelope")
+		return s.errorf("data after the envelope")
 	}
 	if e.Headers.Clock, err = clockValue(clock); err != nil {
-		return nil, err
+		return err
 	}
 	if e.Headers.Expires, err = expiresValue(expires); err != nil {
-		return nil, err
+		return err
 	}
 	if e.Properties.DeliveryMode, err = smallInt("delivery_mode", mode); err != nil {
-		return nil, err
+		return err
 	}
 	if e.Properties.Priority, err = smallInt("priority", prio); err != nil {
-		return nil, err
+		return err
 	}
 	if !hasBody {
-		return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+		return fmt.Errorf("%w: envelope has no body", ErrMalformed)
 	}
 	switch bodyEnc {
 	case "base64":
-		e.Body = make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+		e.Body = sized(mem, base64.StdEncoding.DecodedLen(len(body)))
 		n, err := base64.StdEncoding.Decode(e.Body, body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: body is not valid base64: %v", ErrMalformed, err)
+			e.Body = mem
+			return fmt.Errorf("%w: body is not valid base64: %v", ErrMalformed, err)
 		}
 		e.Body = e.Body[:n]
 	case "":
-		e.Body = make([]byte, len(body))
+		e.Body = sized(mem, len(body))
 		copy(e.Body, body)
 	default:
-		return nil, fmt.Errorf("%w: body_encoding %q", ErrUnsupported, bodyEnc)
+		return fmt.Errorf("%w: body_encoding %q", ErrUnsupported, bodyEnc)
 	}
-	return e, nil
+	return nil
 }

@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -78,6 +79,26 @@ func TestAppendEncodeReusesBuffer(t *testing.T) {
 	out := wire.AppendEncode(buf, e)
 	assert.Equal(t, &buf[:1][0], &out[:1][0], "no reallocation when the buffer is big enough")
 	assert.Equal(t, 0.0, testing.AllocsPerRun(100, func() { wire.AppendEncode(buf[:0], e) }))
+}
+
+// DecodeInto reuses the envelope's body memory when it has room, and
+// overwrites every field of what it held before.
+func TestDecodeIntoReusesBody(t *testing.T) {
+	big := wire.Encode(&wire.Envelope{Body: bytes.Repeat([]byte("x"), 600), ContentType: "application/json",
+		Headers: wire.Headers{Ticket: "t1", Extra: []wire.Header{{Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}})
+	small := wire.Encode(&wire.Envelope{Body: []byte("{}"), ContentType: "application/json"})
+	e := &wire.Envelope{}
+	require.NoError(t, wire.DecodeInto(big, 0, e))
+	mem := &e.Body[0]
+	require.NoError(t, wire.DecodeInto(small, 0, e))
+	assert.Equal(t, mem, &e.Body[0], "the body is decoded into the memory of the last one")
+	want, err := wire.Decode(small, 0)
+	require.NoError(t, err)
+	assert.Equal(t, want, e, "nothing of the last envelope is left")
+	decode := testing.AllocsPerRun(100, func() { _, _ = wire.Decode(big, 0) })
+	into := testing.AllocsPerRun(100, func() { _ = wire.DecodeInto(big, 0, e) })
+	assert.Less(t, into, decode-1, "neither the envelope nor its body is made anew")
+	assert.ErrorIs(t, wire.DecodeInto(big, 10, e), wire.ErrTooLarge)
 }
 
 func TestDecodeErrors(t *testing.T) {
