@@ -248,7 +248,7 @@ func (n *Node) runInline(ctx context.Context, e *entry, t *task) {
 	}
 	res := n.call(ctx, e, t.req)
 	if q, ok := n.mb.tr.(transport.Queuer); ok {
-		n.finishQueued(q, t, res, func() { n.endInline(e, obs, res) })
+		n.finishQueued(q, t, res, e, obs)
 		return
 	}
 	n.finish(t, res)
@@ -285,19 +285,20 @@ func (n *Node) finish(t *task, res result) {
 	}
 }
 
-// finishQueued is finish with the reply queued where the transport can;
-// done is called once the reply is sent, or failed, or not needed.
-func (n *Node) finishQueued(q transport.Queuer, t *task, res result, done func()) {
+// finishQueued is finish for runInline, with the reply queued; the
+// command ends (endInline) once the reply is sent, or failed, or not
+// needed. (One closure for the transport, none of its own.)
+func (n *Node) finishQueued(q transport.Queuer, t *task, res result, e *entry, obs CommandObserver) {
 	msg, buf := n.replyFor(t, res)
 	if msg == nil {
-		done()
+		n.endInline(e, obs, res)
 		return
 	}
 	m := n.mb
 	q.PublishQueued(context.Background(), m.replyEx, t.wr.ReplyTo.RoutingKey, msg, n.subscription(), func(err error) {
 		m.release(buf, msg)
 		n.logSent(t, err)
-		done()
+		n.endInline(e, obs, res)
 	})
 }
 

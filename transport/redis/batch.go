@@ -62,7 +62,8 @@ type coalescer struct {
 // in that case o may still be published (as with any command whose reply
 // did not arrive in time) unless it had not left the queue.
 func (t *Transport) coalesce(o *pubOp) error {
-	if queued, err := t.start(o); !queued {
+	o, err := t.start(o)
+	if o == nil {
 		return err
 	}
 	select {
@@ -103,7 +104,7 @@ func (t *Transport) PublishQueued(ctx context.Context, ex transport.Exchange, ro
 		done(transport.ErrClosed)
 		return
 	}
-	o := &pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, then: done}
+	o := pubOp{ctx: ctx, ex: ex, routingKey: routingKey, msg: msg, then: done}
 	if s := t.own(sub); s != nil && s.rebindDue(time.Now()) {
 		o.rebind = s
 	}
@@ -113,15 +114,16 @@ func (t *Transport) PublishQueued(ctx context.Context, ex transport.Exchange, ro
 	case !t.coalesces(ex):
 		done(t.publishPlain(ctx, ex, routingKey, msg))
 	default:
-		if queued, err := t.start(o); !queued {
+		if q, err := t.start(&o); q == nil {
 			done(err)
 		}
 	}
 }
 
 // start publishes o at once when a slot is free and returns its error;
-// otherwise it queues o and reports so.
-func (t *Transport) start(o *pubOp) (queued bool, err error) {
+// otherwise it queues a copy of o and returns the copy. (o itself is not
+// kept: a publish that goes out at once allocates no op.)
+func (t *Transport) start(o *pubOp) (queued *pubOp, err error) {
 	c := &t.co
 	c.mu.Lock()
 	if c.inflight < c.max {
@@ -129,21 +131,23 @@ func (t *Transport) start(o *pubOp) (queued bool, err error) {
 		c.mu.Unlock()
 		err := t.publishOne(o)
 		t.release()
-		return false, err
+		return nil, err
 	}
+	q := new(pubOp)
+	*q = *o
 	// The caller may reuse msg once we return, which is before the batch
 	// is written.
-	o.msg = slices.Clone(o.msg)
-	if o.then == nil {
-		o.done = make(chan struct{})
+	q.msg = slices.Clone(q.msg)
+	if q.then == nil {
+		q.done = make(chan struct{})
 	}
-	c.queue = append(c.queue, o)
+	c.queue = append(c.queue, q)
 	if c.inflight == 0 { // only when max is 0: nobody in flight will flush
 		c.inflight++
 		go t.flush()
 	}
 	c.mu.Unlock()
-	return true, nil
+	return q, nil
 }
 
 // release frees a slot, or, when publishes are queued, keeps it for a

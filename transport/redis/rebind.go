@@ -67,7 +67,7 @@ const rebindEvery = time.Second
 
 // rebindDue reports whether s's binding should go with this publish.
 func (s *subscription) rebindDue(now time.Time) bool {
-	if replyFallback(s.b.Exchange, s.b.RoutingKey) != "" {
+	if hasReplyFallback(s.b.Exchange, s.b.RoutingKey) {
 		return true
 	}
 	last := s.lastRebind.Load()
@@ -152,10 +152,16 @@ var orphanTTLArg any = ms(orphanTTL)
 // exchange "reply.<ns>.pidbox" belongs in "R.reply.<ns>.pidbox" even when
 // the binding that says so is gone. Other exchanges have no fallback.
 func replyFallback(ex transport.Exchange, routingKey string) string {
-	if routingKey == "" || !strings.HasPrefix(ex.Name, "reply.") || !strings.HasSuffix(ex.Name, ".pidbox") {
+	if !hasReplyFallback(ex, routingKey) {
 		return ""
 	}
 	return routingKey + "." + ex.Name
+}
+
+// hasReplyFallback reports whether replyFallback names a queue, without
+// making its name.
+func hasReplyFallback(ex transport.Exchange, routingKey string) bool {
+	return routingKey != "" && strings.HasPrefix(ex.Name, "reply.") && strings.HasSuffix(ex.Name, ".pidbox")
 }
 
 var _ transport.ListingPublisher = (*Transport)(nil)
