@@ -281,3 +281,37 @@ func TestPublishListingAfterScriptFlush(t *testing.T) {
 		require.NoError(t, sub.Close())
 	}
 }
+
+// A reply queue counts the requests published with it as their reply
+// binding, less the messages it delivered: its reader lets a woken caller
+// run before its next pop only when no other reply is on its way.
+func TestRepliesExpected(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	replyEx := transport.Exchange{Name: "reply.expect.pidbox", Kind: transport.Direct}
+	reqEx := transport.Exchange{Name: "expect.pidbox", Kind: transport.Fanout}
+	var got atomic.Int64
+	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: replyEx, RoutingKey: "oid", Queue: "oid.reply.expect.pidbox"},
+		func([]byte) { got.Add(1) })
+	require.NoError(t, err)
+	defer sub.Close()
+
+	require.NoError(t, tr.PublishRebind(ctx, reqEx, "", []byte("request 1"), sub))
+	_, err = tr.PublishListing(ctx, reqEx, "", []byte("request 2"), sub, reqEx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), pidredis.RepliesExpected(sub))
+
+	require.NoError(t, tr.Publish(ctx, replyEx, "oid", []byte("reply 1")))
+	require.Eventually(t, func() bool { return got.Load() == 1 && pidredis.RepliesExpected(sub) == 1 }, 5*time.Second, time.Millisecond)
+	// More replies than requests (a gather): none expected, not fewer.
+	for i := range 3 {
+		require.NoError(t, tr.Publish(ctx, replyEx, "oid", fmt.Appendf(nil, "reply %d", i+2)))
+	}
+	require.Eventually(t, func() bool { return got.Load() == 4 && pidredis.RepliesExpected(sub) == 0 }, 5*time.Second, time.Millisecond)
+	// Publishes without the reply binding, and other transports' subscriptions, count nothing.
+	require.NoError(t, tr.Publish(ctx, reqEx, "", []byte("cast")))
+	require.NoError(t, tr.PublishRebind(ctx, reqEx, "", []byte("not ours"), nil))
+	assert.Equal(t, int64(0), pidredis.RepliesExpected(sub))
+}

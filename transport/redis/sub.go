@@ -41,6 +41,30 @@ type subscription struct {
 	live       atomic.Bool  // consuming now
 	lastRebind atomic.Int64 // unix nanoseconds of the last PublishRebind SADD
 	lastSeen   atomic.Int64 // unix nanoseconds of the broker's last answer
+
+	// expecting counts the requests published with this queue as their
+	// reply binding (PublishRebind, PublishListing) less the messages it
+	// delivered since, at least 0: whether another reply is on its way.
+	expecting atomic.Int64
+}
+
+// expect notes a request published with s as its reply binding.
+func (s *subscription) expect() {
+	if s.pops() {
+		s.expecting.Add(1)
+	}
+}
+
+// delivered notes n messages delivered and reports whether more are
+// expected.
+func (s *subscription) delivered(n int) (more bool) {
+	for {
+		old := s.expecting.Load()
+		left := max(old-int64(n), 0)
+		if s.expecting.CompareAndSwap(old, left) {
+			return left > 0
+		}
+	}
 }
 
 var _ transport.HealthReporter = (*subscription)(nil)
@@ -297,6 +321,9 @@ func (s *subscription) runList() {
 			continue
 		}
 		s.seen()
+		if len(vals) == 0 {
+			s.expecting.Store(0) // a whole BlockTimeout without a message
+		}
 		if failures > 0 {
 			failures = 0
 			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
@@ -305,6 +332,7 @@ func (s *subscription) runList() {
 			}
 			cancel()
 		}
+		n := 0
 		for _, v := range vals {
 			if v == wakeToken {
 				continue
@@ -312,10 +340,15 @@ func (s *subscription) runList() {
 			if !s.deliver(bytesOf(v)) {
 				return
 			}
+			n++
 		}
 		// The handler readied whoever waited for these messages; let them
-		// run before this goroutine spends a system call on its next pop.
-		runtime.Gosched()
+		// run before this goroutine spends a system call on its next pop,
+		// unless more replies are on their way: then the next pop comes
+		// first, so that they are not kept waiting.
+		if n > 0 && !s.delivered(n) {
+			runtime.Gosched()
+		}
 
 	}
 }
