@@ -22,7 +22,7 @@
 // and transport/amqp (RabbitMQ, as Kombu's py-amqp transport). Every
 // implementation runs the conformance suite in transport/transporttest.
 // Optional interfaces (Rebinder, Queuer, ListingSubscriber,
-// ListingPublisher, HealthReporter) let a transport do more where its broker allows.
+// ListingPublisher, Borrower, HealthReporter) let a transport do more where its broker allows.
 package transport
 
 import (
