@@ -132,9 +132,8 @@ type Mailbox struct {
 	codec    wire.Codec
 	demux    *demux.Demux
 
-	reuse bool      // the transport is a transport.Borrower
-	bufs  sync.Pool // of *msgBuf, when reuse
-	envs  sync.Pool // of *wire.Envelope, for nodes' commands to other nodes
+	bufs sync.Pool // of *msgBuf
+	envs sync.Pool // of *wire.Envelope, for nodes' commands to other nodes
 
 	mu       sync.Mutex
 	closed   bool
@@ -142,19 +141,17 @@ type Mailbox struct {
 }
 
 // msgBuf is a buffer a message is encoded into, reused once the transport
-// has published it (transport.Borrower).
+// has published it: transports keep no message once published (see
+// package transport).
 type msgBuf struct{ b []byte }
 
 // maxReused bounds the buffers kept for reuse: a large message now and then
 // should not keep its memory.
 const maxReused = 16 << 10
 
-// encode encodes e, into a reused buffer where the transport allows it;
-// release returns it once the message is published.
+// encode encodes e into a reused buffer; release returns it once the
+// message is published.
 func (m *Mailbox) encode(e *wire.Envelope) (msg []byte, buf *msgBuf) {
-	if !m.reuse {
-		return wire.Encode(e), nil
-	}
 	buf, _ = m.bufs.Get().(*msgBuf)
 	if buf == nil {
 		buf = &msgBuf{}
@@ -221,7 +218,6 @@ func New(tr transport.Transport, opts Options) (*Mailbox, error) {
 		oid:      uuid.NewString(),
 		codec:    codec,
 	}
-	_, m.reuse = tr.(transport.Borrower)
 	dopts := demux.Options{
 		Open:         m.open,
 		MaxSize:      opts.MaxMessageSize,

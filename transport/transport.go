@@ -22,7 +22,13 @@
 // and transport/amqp (RabbitMQ, as Kombu's py-amqp transport). Every
 // implementation runs the conformance suite in transport/transporttest.
 // Optional interfaces (Rebinder, Queuer, ListingSubscriber,
-// ListingPublisher, Borrower, HealthReporter) let a transport do more where its broker allows.
+// ListingPublisher, HealthReporter) let a transport do more where its
+// broker allows.
+//
+// A publish, by any of these methods, must not modify msg and must not
+// keep it once it returns (PublishQueued: once it has called done), as
+// io.Writer's Write must not keep p: mailboxes and nodes encode messages
+// into buffers they reuse. A transport that sends later copies.
 package transport
 
 import (
@@ -90,6 +96,7 @@ type Binding struct {
 type Publisher interface {
 	// Publish routes msg to the queues bound to ex under routingKey.
 	// A message that no queue takes is dropped without error, as in Kombu.
+	// Publish must not modify msg, nor keep it once it returns.
 	Publish(ctx context.Context, ex Exchange, routingKey string, msg []byte) error
 }
 
@@ -152,6 +159,7 @@ type Rebinder interface {
 // from the goroutine that reads its queue, so the next command is read
 // while replies are on their way, and replies that are ready at the same
 // moment share one round trip. done must be quick and must not block.
+// PublishQueued must not keep msg once it has called done.
 type Queuer interface {
 	PublishQueued(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, done func(error))
 }
@@ -176,16 +184,6 @@ type ListingSubscriber interface {
 // that could not be taken is nil, as in ListingSubscriber.
 type ListingPublisher interface {
 	PublishListing(ctx context.Context, ex Exchange, routingKey string, msg []byte, sub Subscription, list Exchange) ([]Binding, error)
-}
-
-// Borrower is implemented by transports that hold no reference to a
-// message they publish once the publish has returned (for PublishQueued,
-// once done has been called): the caller may then write over the
-// message's memory. Mailboxes and nodes encode their messages into
-// buffers they reuse on such transports, rather than into new ones.
-type Borrower interface {
-	// BorrowsMessages marks the transport; it does nothing.
-	BorrowsMessages()
 }
 
 // Transport is a broker connection that pidbox mailboxes and nodes share.

@@ -87,13 +87,6 @@ func (t *Transport) coalesce(o *pubOp) error {
 	}
 }
 
-var _ transport.Borrower = (*Transport)(nil)
-
-// BorrowsMessages implements transport.Borrower: a publish that waits in
-// the queue holds a copy of its message, and one that goes out at once is
-// written before it returns.
-func (t *Transport) BorrowsMessages() {}
-
 var _ transport.Queuer = (*Transport)(nil)
 
 // PublishQueued implements transport.Queuer: o runs at once when a slot

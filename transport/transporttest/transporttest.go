@@ -71,6 +71,7 @@ func Run(t *testing.T, newTransport Constructor) {
 		{"TopicDeliversOncePerQueue", testTopicOncePerQueue},
 		{"TopicKeepsUntilReceived", testTopicKeeps},
 		{"TopicCloseUnbinds", testTopicCloseUnbinds},
+		{"PublishedMessagesCanBeOverwritten", testOverwritten},
 	}
 	// Optional interfaces, tested where the transport has them.
 	probe := newTransport(t)
@@ -83,9 +84,6 @@ func Run(t *testing.T, newTransport Constructor) {
 	}
 	if _, ok := probe.(transport.ListingPublisher); ok {
 		tests = append(tests, test{"PublishListingListsThenPublishes", testPublishListing})
-	}
-	if _, ok := probe.(transport.Borrower); ok {
-		tests = append(tests, test{"BorrowedMessagesCanBeOverwritten", testBorrowed})
 	}
 	_ = probe.Close()
 	for _, tc := range tests {
@@ -647,11 +645,11 @@ func testPublishListing(t *testing.T, tr transport.Transport, ns string) {
 	}
 }
 
-// testBorrowed: a transport.Borrower holds nothing of a message once its
-// publish returned (or, queued, once done was called): the suite writes
+// testOverwritten: a transport holds nothing of a message once its publish
+// returned (or, queued, once done was called): the suite writes
 // over each message's bytes at that moment, from many goroutines at once
 // so that some queue, and every message still arrives as it was sent.
-func testBorrowed(t *testing.T, tr transport.Transport, ns string) {
+func testOverwritten(t *testing.T, tr transport.Transport, ns string) {
 	e := tr.(*enveloped)
 	scribble := func(msg []byte) {
 		for i := range msg {
