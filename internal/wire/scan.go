@@ -480,7 +480,6 @@ func (s *scanner) extra(e *Envelope, k []byte) error {
 	return nil
 }
 
-// decodeEnvelope parses an envelope without reflection.
 // sized returns n bytes of mem's memory when it has room, else new ones.
 func sized(mem []byte, n int) []byte {
 	if cap(mem) >= n && cap(mem) > 0 {
@@ -489,6 +488,8 @@ func sized(mem []byte, n int) []byte {
 	return make([]byte, n)
 }
 
+// decodeEnvelope parses an envelope into e without reflection; the body
+// goes into e.Body's memory when it has room.
 func decodeEnvelope(data []byte, e *Envelope) error {
 	s := &scanner{data: data}
 	mem := e.Body[:0] // memory for the body, reused when it has room
