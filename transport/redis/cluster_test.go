@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopidbox/pidbox"
 	"github.com/gopidbox/pidbox/internal/redistest"
+	"github.com/gopidbox/pidbox/internal/testlog"
 	"github.com/gopidbox/pidbox/transport"
 	pidredis "github.com/gopidbox/pidbox/transport/redis"
 	"github.com/gopidbox/pidbox/transport/transporttest"
@@ -167,7 +168,8 @@ func TestClusterFailover(t *testing.T) {
 	require.NotNil(t, victim, "no namespace with its keys on one master")
 
 	url := c.URL()
-	opts := pidredis.Options{HealthCheckInterval: time.Second}
+	var logs testlog.Buffer // the transports' account of the failover, shown if it fails
+	opts := pidredis.Options{HealthCheckInterval: time.Second, Logger: logs.Logger()}
 	var fanNodes, directNodes []string
 	mkmb := func(tr transport.Transport, kind transport.Kind) *pidbox.Mailbox {
 		mb, err := pidbox.New(tr, pidbox.Options{Namespace: ns, Type: kind, Logger: quiet})
@@ -226,6 +228,9 @@ func TestClusterFailover(t *testing.T) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if last != nil {
+		t.Logf("the transports' log:\n%s", logs.String())
 	}
 	require.NoError(t, last, "nodes never answered after the promotion")
 	recovered := time.Since(promoted)
