@@ -89,7 +89,7 @@ func (t *Transport) publishPipe(ctx context.Context, ex transport.Exchange, rout
 	if t.cluster && ex.Kind == transport.Fanout {
 		return t.publishRebindCluster(ctx, ex, routingKey, msg, s)
 	}
-	run := func() error {
+	err := t.withScript(ctx, pushScript, func() error {
 		pipe := t.client.Pipeline()
 		if s != nil {
 			pipe.SAdd(ctx, t.bindingKey(s.b.Exchange.Name), s.member)
@@ -103,14 +103,7 @@ func (t *Transport) publishPipe(ctx context.Context, ex transport.Exchange, rout
 		}
 		_, err := pipe.Exec(ctx)
 		return err
-	}
-	err := run()
-	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		// The script cache went with a restart: load and try once more.
-		if lerr := pushScript.Load(ctx, t.client).Err(); lerr == nil {
-			err = run()
-		}
-	}
+	})
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		return t.errorf("publish to %s: %w", ex.Name, err)
 	}

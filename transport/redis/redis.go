@@ -652,6 +652,18 @@ func (t *Transport) renewLeases(stop chan struct{}) {
 	}
 }
 
+// withScript runs run, which sends script in a pipeline, and once more
+// after loading the script when Redis does not have it (NOSCRIPT: a new
+// or restarted server, SCRIPT FLUSH): go-redis loads scripts by itself
+// only for commands sent alone.
+func (t *Transport) withScript(ctx context.Context, script *goredis.Script, run func() error) error {
+	err := run()
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") && script.Load(ctx, t.client).Err() == nil {
+		err = run()
+	}
+	return err
+}
+
 // declareAll renews many leases in one pipeline.
 func (t *Transport) declareAll(ctx context.Context, subs []*subscription) {
 	t.declMu.RLock()
@@ -660,21 +672,15 @@ func (t *Transport) declareAll(ctx context.Context, subs []*subscription) {
 	if len(subs) == 0 {
 		return
 	}
-	run := func() ([]*goredis.Cmd, error) {
+	cmds := make([]*goredis.Cmd, len(subs))
+	err := t.withScript(ctx, leaseScript, func() error {
 		pipe := t.client.Pipeline()
-		cmds := make([]*goredis.Cmd, len(subs))
 		for i, s := range subs {
 			cmds[i] = s.leaseCmd(ctx, pipe)
 		}
 		_, err := pipe.Exec(ctx)
-		return cmds, err
-	}
-	cmds, err := run()
-	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		if lerr := leaseScript.Load(ctx, t.client).Err(); lerr == nil {
-			cmds, err = run()
-		}
-	}
+		return err
+	})
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		t.opts.Logger.Warn("pidbox redis: cannot renew binding leases", "addr", t.addr, "err", err)
 		return

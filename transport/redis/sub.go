@@ -418,18 +418,12 @@ func (s *subscription) unbind(ctx context.Context) error {
 	keys := append([]string{s.t.bindingKey(ex), s.t.leaseKey(ex), s.t.ownerKey(s.b)}, s.t.listKeys(s.b)...)
 	// A pipeline of one, on the connection the declaration and the
 	// publishes used (see declareListing), rather than a new one.
-	run := func() error {
+	err := s.t.withScript(ctx, unbindScript, func() error {
 		pipe := s.t.client.Pipeline()
 		cmd := unbindScript.EvalSha(ctx, pipe, keys, s.member, s.instance, "1")
 		_, _ = pipe.Exec(ctx)
 		return cmd.Err()
-	}
-	err := run()
-	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		if lerr := unbindScript.Load(ctx, s.t.client).Err(); lerr == nil {
-			err = run()
-		}
-	}
+	})
 	if err != nil {
 		return s.t.errorf("unbind %s: %w", s.b.Queue, err)
 	}
