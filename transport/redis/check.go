@@ -89,7 +89,9 @@ func (h *checkHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 			h.t.checkEviction(policy)
 		}
 		if err != nil && err == perr {
-			// The check's own refusal is not the pipeline's error.
+			// The check's own refusal is not the pipeline's error: the
+			// first of the others is, a nil reply counting, as go-redis's
+			// Exec has it (firstErr, for our own callers, skips those).
 			err = nil
 			for _, c := range cmds {
 				if err = c.Err(); err != nil {
