@@ -131,6 +131,7 @@ func TestLeastPrivilegeACL(t *testing.T) {
 	denied("node publishes a command", node.Publish(ctx, "/0.celery.pidbox", "shutdown").Err())
 	denied("node reads a reply queue", node.BLMPop(ctx, time.Second, "right", 1, oid+".reply.celery.pidbox").Err())
 	denied("node reads a reply queue with LRANGE", node.LRange(ctx, oid+".reply.celery.pidbox", 0, -1).Err())
+	denied("node lists the controllers", node.SMembers(ctx, "_kombu.binding.reply.celery.pidbox").Err())
 	denied("node touches other keys", node.Set(ctx, "celery-task-meta-1", "x", 0).Err())
 	denied("node flushes", node.FlushAll(ctx).Err())
 	denied("node writes another node's queue", node.LPush(ctx, "n2@h.celery.pidbox", "x").Err())

@@ -263,7 +263,7 @@ func (t *Transport) queueOp(ctx context.Context, pipe goredis.Pipeliner, o *pubO
 		}
 		return
 	}
-	pushScript.EvalSha(ctx, pipe, []string{t.bindingKey(o.ex.Name)}, t.pushArgs(o.ex, o.routingKey, o.msg)...)
+	t.queuePush(ctx, pipe, o.ex, o.routingKey, o.msg)
 }
 
 // batchContext bounds a batch by the latest deadline among its ops (none
@@ -284,11 +284,19 @@ func batchContext(batch []*pubOp) (context.Context, context.CancelFunc) {
 }
 
 // firstErr is the first error among cmds, a nil reply (goredis.Nil) not
-// counting as one.
+// counting as one, and a command refused inside a MULTI counting: its
+// refusal is an element of EXEC's reply (queuePush).
 func firstErr(cmds []goredis.Cmder) error {
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && !errors.Is(err, goredis.Nil) {
 			return err
+		}
+		if x, ok := c.(*goredis.SliceCmd); ok && x.Name() == "exec" {
+			for _, v := range x.Val() {
+				if err, ok := v.(error); ok {
+					return err
+				}
+			}
 		}
 	}
 	return nil

@@ -315,3 +315,46 @@ func TestRepliesExpected(t *testing.T) {
 	require.NoError(t, tr.PublishRebind(ctx, reqEx, "", []byte("not ours"), nil))
 	assert.Equal(t, int64(0), pidredis.RepliesExpected(sub))
 }
+
+// A reply goes straight to its caller's list, named by Kombu's convention,
+// binding or not, and always with its TTL; a push Redis refuses inside its
+// MULTI is the publish's error, alone or batched, and the key keeps its
+// value.
+func TestReplyPush(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	replyEx := transport.Exchange{Name: "reply.celery.pidbox", Kind: transport.Direct}
+	const oid = "0b8e7f0c-5a2d-4c61-8f3e-3f6f9d1c2b7a"
+	key := oid + ".reply.celery.pidbox"
+
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			tr := open(t, srv, srv.URL(0), pidredis.Options{QueueTTL: time.Minute})
+			if batched {
+				pidredis.SendAllBatched(tr)
+			}
+			require.NoError(t, rdb.Del(ctx, key).Err())
+			require.NoError(t, tr.Publish(ctx, replyEx, oid, []byte("r1")), "no binding needed")
+			got, err := rdb.LRange(ctx, key, 0, -1).Result()
+			require.NoError(t, err)
+			assert.Equal(t, []string{"r1"}, got)
+			ttl, err := rdb.PTTL(ctx, key).Result()
+			require.NoError(t, err)
+			assert.Greater(t, ttl, 50*time.Second, "the list has QueueTTL")
+			assert.LessOrEqual(t, ttl, time.Minute)
+
+			require.NoError(t, rdb.Del(ctx, key).Err())
+			require.NoError(t, rdb.Set(ctx, key, "not a list", 0).Err())
+			err = tr.Publish(ctx, replyEx, oid, []byte("r2"))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "WRONGTYPE")
+			v, err := rdb.Get(ctx, key).Result()
+			require.NoError(t, err)
+			assert.Equal(t, "not a list", v)
+			require.NoError(t, rdb.Del(ctx, key).Err())
+		})
+	}
+}

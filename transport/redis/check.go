@@ -21,8 +21,10 @@ import (
 // the server is there; when no connection could be made, the pipeline's
 // error says that the server cannot be reached, and why (the last failed
 // dial). Once a check
-// is answered, pipelines go through untouched. The transport sends no
-// MULTI on this client.
+// is answered, pipelines go through untouched. The transport uses no
+// go-redis transaction (TxPipeline) on this client, whose commands the
+// check would land inside: a reply's MULTI and EXEC go as plain commands
+// of a pipeline, after the check (queuePush).
 type checkHook struct {
 	t       *Transport
 	checked atomic.Bool

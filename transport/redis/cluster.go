@@ -82,19 +82,17 @@ func (t *Transport) publishCluster(ctx context.Context, channel string, msg []by
 	return node.Publish(ctx, channel, msg).Err()
 }
 
-// publishRebindCluster is publishPipe for a broadcast on Cluster: the
-// binding's SADD first, then the PUBLISH on the channel's slot master
-// (see publishCluster), which a pipeline cannot route. Two round trips.
+// publishRebindCluster is publishPipe for a broadcast or a reply on
+// Cluster: the binding's SADD first, then the PUBLISH on the channel's
+// slot master (see publishCluster), or the reply's transaction
+// (publishReply), which a pipeline cannot route. Two round trips.
 func (t *Transport) publishRebindCluster(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte, s *subscription) error {
 	if s != nil {
 		if err := t.client.SAdd(ctx, t.bindingKey(s.b.Exchange.Name), s.member).Err(); err != nil {
 			return t.errorf("publish to %s: %w", ex.Name, err)
 		}
 	}
-	if err := t.publishFanout(ctx, ex.Name, routingKey, msg); err != nil {
-		return t.errorf("publish to %s: %w", ex.Name, err)
-	}
-	return nil
+	return t.publishPlain(ctx, ex, routingKey, msg)
 }
 
 // ParseClusterURL turns a Cluster URL into go-redis cluster options, and

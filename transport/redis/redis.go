@@ -155,7 +155,7 @@ type Transport struct {
 
 	co coalescer // publishes waiting to go out in one pipeline
 
-	queueTTLArg  any          // ms(opts.QueueTTL), boxed once for pushArgs
+	queueTTLArg  any          // ms(opts.QueueTTL), boxed once for pushArgs and queuePush
 	bindingKeys  sync.Map     // exchange name -> its binding set's key
 	bindingKeysN atomic.Int32 // entries in bindingKeys, at most maxBindingKeys
 
@@ -426,7 +426,7 @@ func (t *Transport) publishPlain(ctx context.Context, ex transport.Exchange, rou
 	case transport.Fanout:
 		err = t.publishFanout(ctx, ex.Name, routingKey, msg)
 	case transport.Direct:
-		err = pushScript.Run(ctx, t.client, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...).Err()
+		err = t.push(ctx, ex, routingKey, msg)
 	case transport.Topic:
 		err = t.publishTopic(ctx, ex, routingKey, msg)
 	default:

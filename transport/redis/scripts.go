@@ -7,14 +7,11 @@ import goredis "github.com/redis/go-redis/v9"
 // routing_key + "\x06\x16" + pattern + "\x06\x16" + queue.
 
 // pushScript delivers a message the way Kombu's direct exchange does, plus
-// a TTL on every list it touches, so no list outlives its use. When no
-// binding matches and a fallback queue is given, the message goes there,
-// with its own TTL: a reply whose caller's binding was evicted or flushed
-// still reaches the caller, which pops that list (see replyFallback).
+// a TTL on every list it touches, so no list outlives its use. (Replies
+// do not come here: see queuePush.)
 //
 //	KEYS[1] the exchange's binding set
-//	ARGV    routing key, message, list TTL in ms, key prefix,
-//	        fallback queue ("" for none), fallback TTL in ms
+//	ARGV    routing key, message, list TTL in ms, key prefix
 var pushScript = goredis.NewScript(`
 local sep = "\6\22"
 local n = 0
@@ -29,12 +26,6 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       n = n + 1
     end
   end
-end
-if n == 0 and ARGV[5] ~= '' then
-  local q = ARGV[4] .. ARGV[5]
-  redis.call('LPUSH', q, ARGV[2])
-  redis.call('PEXPIRE', q, ARGV[6])
-  n = -1
 end
 return n
 `)
