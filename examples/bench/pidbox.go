@@ -209,9 +209,9 @@ func (b *bench) concurrent() {
 		done()
 		f.stop()
 		b.record(name, "pidbox", "callers", l.callers, "nodes", l.nodes,
-			"calls_per_s", float64(pn)/d.Seconds(), "p50_ms", pl.pct(0.5), "p99_ms", pl.pct(0.99))
+			"calls_per_s", float64(pn)/d.Seconds(), "p50_ms", pl.pct(0.5), "p90_ms", pl.pct(0.9), "p99_ms", pl.pct(0.99))
 		b.record(name, "floor", "callers", l.callers, "nodes", l.nodes,
-			"calls_per_s", float64(fn)/d.Seconds(), "p50_ms", fl.pct(0.5), "p99_ms", fl.pct(0.99))
+			"calls_per_s", float64(fn)/d.Seconds(), "p50_ms", fl.pct(0.5), "p90_ms", fl.pct(0.9), "p99_ms", fl.pct(0.99))
 	}
 }
 
