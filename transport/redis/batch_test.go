@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -282,38 +283,75 @@ func TestPublishListingAfterScriptFlush(t *testing.T) {
 	}
 }
 
-// A reply queue counts the requests published with it as their reply
-// binding, less the messages it delivered: its reader lets a woken caller
-// run before its next pop only when no other reply is on its way.
-func TestRepliesExpected(t *testing.T) {
+// A reply queue is read by two blocking pops at once from its first reply
+// on, any other queue by one; every message arrives once, and Close ends
+// both pops at once rather than at their timeout.
+func TestReplyQueueReaders(t *testing.T) {
 	srv := redistest.Start(t)
-	tr := open(t, srv, srv.URL(0), pidredis.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{BlockTimeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	replyEx := transport.Exchange{Name: "reply.expect.pidbox", Kind: transport.Direct}
-	reqEx := transport.Exchange{Name: "expect.pidbox", Kind: transport.Fanout}
-	var got atomic.Int64
-	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: replyEx, RoutingKey: "oid", Queue: "oid.reply.expect.pidbox"},
-		func([]byte) { got.Add(1) })
-	require.NoError(t, err)
-	defer sub.Close()
-
-	require.NoError(t, tr.PublishRebind(ctx, reqEx, "", []byte("request 1"), sub))
-	_, err = tr.PublishListing(ctx, reqEx, "", []byte("request 2"), sub, reqEx)
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), pidredis.RepliesExpected(sub))
-
-	require.NoError(t, tr.Publish(ctx, replyEx, "oid", []byte("reply 1")))
-	require.Eventually(t, func() bool { return got.Load() == 1 && pidredis.RepliesExpected(sub) == 1 }, 5*time.Second, time.Millisecond)
-	// More replies than requests (a gather): none expected, not fewer.
-	for i := range 3 {
-		require.NoError(t, tr.Publish(ctx, replyEx, "oid", fmt.Appendf(nil, "reply %d", i+2)))
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	blocked := func() int {
+		list, err := rdb.ClientList(ctx).Result()
+		require.NoError(t, err)
+		n := 0
+		for _, l := range strings.Split(list, "\n") {
+			if strings.Contains(l, "cmd=blmpop") && strings.Contains(l, "flags=b") {
+				n++
+			}
+		}
+		return n
 	}
-	require.Eventually(t, func() bool { return got.Load() == 4 && pidredis.RepliesExpected(sub) == 0 }, 5*time.Second, time.Millisecond)
-	// Publishes without the reply binding, and other transports' subscriptions, count nothing.
-	require.NoError(t, tr.Publish(ctx, reqEx, "", []byte("cast")))
-	require.NoError(t, tr.PublishRebind(ctx, reqEx, "", []byte("not ours"), nil))
-	assert.Equal(t, int64(0), pidredis.RepliesExpected(sub))
+
+	replyEx := transport.Exchange{Name: "reply.readers.pidbox", Kind: transport.Direct}
+	var mu sync.Mutex
+	got := map[string]int{}
+	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: replyEx, RoutingKey: "oid", Queue: "oid.reply.readers.pidbox"}, func(m []byte) {
+		mu.Lock()
+		got[string(m)]++
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return blocked() == 1 }, 10*time.Second, 10*time.Millisecond, "one pop waits until a first reply")
+	require.NoError(t, tr.Publish(ctx, replyEx, "oid", []byte("first")))
+	require.Eventually(t, func() bool { return blocked() == 2 }, 10*time.Second, 10*time.Millisecond, "then two pops wait on the reply queue")
+
+	const n = 500
+	var wg sync.WaitGroup
+	for g := range 10 {
+		wg.Go(func() {
+			for i := range n / 10 {
+				assert.NoError(t, tr.Publish(ctx, replyEx, "oid", fmt.Appendf(nil, "r%d.%d", g, i)))
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n+1 }, 10*time.Second, time.Millisecond)
+	mu.Lock()
+	for m, k := range got {
+		assert.Equal(t, 1, k, "reply %s delivered %d times", m, k)
+	}
+	mu.Unlock()
+
+	closed := make(chan error, 1)
+	go func() { closed <- sub.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited for a pop's timeout (a minute): a reader was not woken")
+	}
+	assert.Equal(t, 0, blocked(), "no pop left waiting")
+
+	other := transport.Exchange{Name: "readers.pidbox", Kind: transport.Direct}
+	sub2, err := tr.Subscribe(ctx, transport.Binding{Exchange: other, RoutingKey: "k", Queue: "q.readers"}, func([]byte) {})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return blocked() == 1 }, 10*time.Second, 10*time.Millisecond, "one pop waits on another queue")
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, 1, blocked(), "only one")
+	require.NoError(t, sub2.Close())
 }
 
 // A reply goes straight to its caller's list, named by Kombu's convention,

@@ -30,7 +30,6 @@ func (t *Transport) PublishRebind(ctx context.Context, ex transport.Exchange, ro
 	if t.isClosed() {
 		return transport.ErrClosed
 	}
-	s.expect()
 	if !s.rebindDue(time.Now()) {
 		return t.Publish(ctx, ex, routingKey, msg) // one command, no pipeline
 	}
@@ -220,9 +219,6 @@ func (t *Transport) PublishListing(ctx context.Context, ex transport.Exchange, r
 	}
 	if t.isClosed() {
 		return nil, transport.ErrClosed
-	}
-	if s != nil {
-		s.expect()
 	}
 	t.declMu.RLock()
 	defer t.declMu.RUnlock()

@@ -510,7 +510,7 @@ func (t *Transport) subscribe(ctx context.Context, b transport.Binding, h transp
 		// The reading loop starts now, so that its first pop dials its
 		// connection while the binding is declared: a message can only
 		// come once Subscribe has returned, and then the pop is waiting.
-		go s.runList()
+		s.startList()
 	}
 	listed, err := s.declareListing(ctx, list)
 	if err != nil {

@@ -23,11 +23,13 @@ type subscription struct {
 	member   string
 	instance string // this subscription's id in the queue's owner record
 
-	h         transport.Handler
-	done      chan struct{} // closed by Close
-	loopDone  chan struct{} // closed when the reading loop ends
-	closeOnce sync.Once
-	closeErr  error
+	h          transport.Handler
+	done       chan struct{} // closed by Close
+	loopDone   chan struct{} // closed when the reading loops end
+	readers    atomic.Int32  // the reading loops still running (pops only)
+	secondOnce sync.Once     // starts a reply queue's second reader
+	closeOnce  sync.Once
+	closeErr   error
 
 	channels []string // fanout only: the pub/sub channels, two on Sentinel
 	dedup    *dedup   // drops the second copy when there are two channels
@@ -41,30 +43,28 @@ type subscription struct {
 	live       atomic.Bool  // consuming now
 	lastRebind atomic.Int64 // unix nanoseconds of the last PublishRebind SADD
 	lastSeen   atomic.Int64 // unix nanoseconds of the broker's last answer
-
-	// expecting counts the requests published with this queue as their
-	// reply binding (PublishRebind, PublishListing) less the messages it
-	// delivered since, at least 0: whether another reply is on its way.
-	expecting atomic.Int64
 }
 
-// expect notes a request published with s as its reply binding.
-func (s *subscription) expect() {
-	if s.pops() {
-		s.expecting.Add(1)
-	}
+// startList starts the queue's reading loop.
+func (s *subscription) startList() {
+	s.readers.Store(1)
+	go s.runList()
 }
 
-// delivered notes n messages delivered and reports whether more are
-// expected.
-func (s *subscription) delivered(n int) (more bool) {
-	for {
-		old := s.expecting.Load()
-		left := max(old-int64(n), 0)
-		if s.expecting.CompareAndSwap(old, left) {
-			return left > 0
-		}
+// second starts a second reading loop on a reply queue, once: while one
+// reader hands a reply to its caller (and lets it run first), the other
+// is already waiting in Redis for the next. It starts with the first
+// reply, so that a process making one call (a command-line controller)
+// dials no connection for it. Other queues keep one reader, and their
+// messages their order.
+func (s *subscription) second() {
+	if !isReply(s.b.Exchange, s.b.RoutingKey) || s.closed() {
+		return
 	}
+	s.secondOnce.Do(func() {
+		s.readers.Add(1) // before Close's wake counts the readers
+		go s.runList()
+	})
 }
 
 var _ transport.HealthReporter = (*subscription)(nil)
@@ -297,9 +297,13 @@ func (s *subscription) pump(ps *goredis.PubSub) error {
 }
 
 // runList pops the queue's lists in batches until closed, riding out
-// connection failures.
+// connection failures. The last loop to end closes loopDone.
 func (s *subscription) runList() {
-	defer close(s.loopDone)
+	defer func() {
+		if s.readers.Add(-1) == 0 {
+			close(s.loopDone)
+		}
+	}()
 	keys := s.t.listKeys(s.b)
 	log := s.t.opts.Logger
 	failures := 0
@@ -321,9 +325,6 @@ func (s *subscription) runList() {
 			continue
 		}
 		s.seen()
-		if len(vals) == 0 {
-			s.expecting.Store(0) // a whole BlockTimeout without a message
-		}
 		if failures > 0 {
 			failures = 0
 			ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.HealthCheckInterval)
@@ -343,10 +344,11 @@ func (s *subscription) runList() {
 			n++
 		}
 		// The handler readied whoever waited for these messages; let them
-		// run before this goroutine spends a system call on its next pop,
-		// unless more replies are on their way: then the next pop comes
-		// first, so that they are not kept waiting.
-		if n > 0 && !s.delivered(n) {
+		// run before this goroutine spends a system call on its next pop.
+		// (On a reply queue the other reader is waiting in Redis
+		// meanwhile, so the next reply is not kept waiting.)
+		if n > 0 {
+			s.second()
 			runtime.Gosched()
 		}
 
@@ -378,11 +380,16 @@ func (s *subscription) abandon() {
 	}()
 }
 
-// wake ends a blocking pop on the queue now rather than at its timeout.
+// wake ends the queue's blocking pops now rather than at their timeout:
+// a token for each reader, each in a command of its own, since Redis
+// serves a blocked pop after each command and a pop takes all it finds. A
+// reader started after the subscription closed ends without a pop.
 func (s *subscription) wake(ctx context.Context) {
 	key := s.t.listKeys(s.b)[0]
 	pipe := s.t.client.Pipeline()
-	pipe.LPush(ctx, key, wakeToken)
+	for range max(s.readers.Load(), 1) {
+		pipe.LPush(ctx, key, wakeToken)
+	}
 	pipe.PExpire(ctx, key, s.t.opts.BlockTimeout*4)
 	_, _ = pipe.Exec(ctx)
 }
