@@ -283,8 +283,8 @@ func TestPublishListingAfterScriptFlush(t *testing.T) {
 	}
 }
 
-// A reply queue is read by two blocking pops at once from its first reply
-// on, any other queue by one; every message arrives once, and Close ends
+// A reply queue is read by two blocking pops at once from its second
+// batch of replies on, any other queue by one; every message arrives once, and Close ends
 // both pops at once rather than at their timeout.
 func TestReplyQueueReaders(t *testing.T) {
 	srv := redistest.Start(t)
@@ -314,9 +314,13 @@ func TestReplyQueueReaders(t *testing.T) {
 		mu.Unlock()
 	})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return blocked() == 1 }, 10*time.Second, 10*time.Millisecond, "one pop waits until a first reply")
+	require.Eventually(t, func() bool { return blocked() == 1 }, 10*time.Second, 10*time.Millisecond, "one pop waits")
 	require.NoError(t, tr.Publish(ctx, replyEx, "oid", []byte("first")))
-	require.Eventually(t, func() bool { return blocked() == 2 }, 10*time.Second, 10*time.Millisecond, "then two pops wait on the reply queue")
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 }, 10*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, 1, blocked(), "one reply (a one-call process) starts no second reader")
+	require.NoError(t, tr.Publish(ctx, replyEx, "oid", []byte("second")))
+	require.Eventually(t, func() bool { return blocked() == 2 }, 10*time.Second, 10*time.Millisecond, "a second batch of replies starts the second reader")
 
 	const n = 500
 	var wg sync.WaitGroup
@@ -328,7 +332,7 @@ func TestReplyQueueReaders(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n+1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n+2 }, 10*time.Second, time.Millisecond)
 	mu.Lock()
 	for m, k := range got {
 		assert.Equal(t, 1, k, "reply %s delivered %d times", m, k)

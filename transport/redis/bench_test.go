@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkCall is one sequential call round trip through a real
-// redis-server: publish, the node's reply script, the controller's pop.
+// redis-server: publish, the node's reply push, the controller's pop.
 func BenchmarkCall(b *testing.B) {
 	srv := redistest.Start(b)
 	v := variant{Kind: transport.Fanout, Serializer: "json"}
@@ -178,4 +178,73 @@ func BenchmarkFloorGather100(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkReplyPush is a node's reply on its own, one round trip each:
+// pidbox's (LPUSH and PEXPIRE in a MULTI, straight to the caller's list)
+// beside the floor's one-script push. Each reports Redis's own time a
+// reply, from INFO commandstats, as redis-µs/op: what a gather of N nodes
+// costs Redis's one core N times.
+func BenchmarkReplyPush(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	ctx := context.Background()
+	msg := []byte(strings.Repeat("r", 500))
+	const oid = "5f0c2a8e-8b1d-4e7a-9c3f-2d6b1a0e9f47"
+	key := oid + ".reply.celery.pidbox"
+	measure := func(b *testing.B, push func() error) {
+		if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for b.Loop() {
+			if err := push(); err != nil {
+				b.Fatal(err)
+			}
+			if n++; n%1000 == 0 {
+				rdb.Del(ctx, key)
+			}
+		}
+		b.ReportMetric(redisMicros(b, rdb)/float64(n), "redis-µs/op")
+		rdb.Del(ctx, key)
+	}
+	b.Run("pidbox", func(b *testing.B) {
+		tr, err := pidredis.Open(ctx, srv.URL(0), pidredis.Options{Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
+		replyEx := transport.Exchange{Name: "reply.celery.pidbox", Kind: transport.Direct}
+		measure(b, func() error { return tr.Publish(ctx, replyEx, oid, msg) })
+	})
+	b.Run("floor", func(b *testing.B) {
+		floorPushScript.Load(ctx, rdb)
+		measure(b, func() error { return floorPushScript.Run(ctx, rdb, []string{key}, msg, 300000).Err() })
+	})
+}
+
+// redisMicros is Redis's time in commands since the last CONFIG
+// RESETSTAT, less that of the DELs and the reading itself.
+func redisMicros(b *testing.B, rdb *goredis.Client) float64 {
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_del" || strings.HasPrefix(name, "cmdstat_config") || name == "cmdstat_info" {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "usec="); ok {
+				var us float64
+				if _, err := fmt.Sscan(v, &us); err == nil {
+					total += us
+				}
+			}
+		}
+	}
+	return total
 }

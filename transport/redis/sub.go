@@ -23,13 +23,13 @@ type subscription struct {
 	member   string
 	instance string // this subscription's id in the queue's owner record
 
-	h          transport.Handler
-	done       chan struct{} // closed by Close
-	loopDone   chan struct{} // closed when the reading loops end
-	readers    atomic.Int32  // the reading loops still running (pops only)
-	secondOnce sync.Once     // starts a reply queue's second reader
-	closeOnce  sync.Once
-	closeErr   error
+	h         transport.Handler
+	done      chan struct{} // closed by Close
+	loopDone  chan struct{} // closed when the reading loops end
+	readers   atomic.Int32  // the reading loops still running (pops only)
+	batches   atomic.Int64  // batches delivered, until a second reader starts
+	closeOnce sync.Once
+	closeErr  error
 
 	channels []string // fanout only: the pub/sub channels, two on Sentinel
 	dedup    *dedup   // drops the second copy when there are two channels
@@ -53,18 +53,19 @@ func (s *subscription) startList() {
 
 // second starts a second reading loop on a reply queue, once: while one
 // reader hands a reply to its caller (and lets it run first), the other
-// is already waiting in Redis for the next. It starts with the first
-// reply, so that a process making one call (a command-line controller)
-// dials no connection for it. Other queues keep one reader, and their
-// messages their order.
+// is already waiting in Redis for the next. It starts with the second
+// batch of replies, so that a process that makes one call to one node (a
+// command-line controller) dials no connection for it, and its Close
+// waits for none. Other queues keep one reader, and their messages their
+// order.
 func (s *subscription) second() {
-	if !isReply(s.b.Exchange, s.b.RoutingKey) || s.closed() {
+	if !isReply(s.b.Exchange, s.b.RoutingKey) || s.closed() || s.batches.Load() >= 2 {
 		return
 	}
-	s.secondOnce.Do(func() {
+	if s.batches.Add(1) == 2 {
 		s.readers.Add(1) // before Close's wake counts the readers
 		go s.runList()
-	})
+	}
 }
 
 var _ transport.HealthReporter = (*subscription)(nil)
