@@ -284,8 +284,8 @@ func TestPublishListingAfterScriptFlush(t *testing.T) {
 }
 
 // A reply queue is read by two blocking pops at once from its second
-// batch of replies on, any other queue by one; every message arrives once, and Close ends
-// both pops at once rather than at their timeout.
+// batch of replies on, any other queue by one; every message arrives
+// once, and Close ends both pops at once rather than at their timeout.
 func TestReplyQueueReaders(t *testing.T) {
 	srv := redistest.Start(t)
 	tr := open(t, srv, srv.URL(0), pidredis.Options{BlockTimeout: time.Minute})
