@@ -101,7 +101,9 @@ type Publisher interface {
 }
 
 // Handler receives a subscription's messages, one at a time and in order,
-// on a goroutine of the transport's. msg is valid only until the handler
+// on a goroutine of the transport's. (Where a transport reads a reply
+// queue with more than one consumer, the order holds within what each
+// one reads: replies from different nodes have no order of their own.) msg is valid only until the handler
 // returns and must not be modified: copy what you keep. The handler must
 // return quickly, handing slow work to goroutines of its own, and must not
 // call the subscription's Close.

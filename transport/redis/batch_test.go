@@ -285,7 +285,8 @@ func TestPublishListingAfterScriptFlush(t *testing.T) {
 
 // A reply queue is read by two blocking pops at once from its second
 // batch of replies on, any other queue by one; every message arrives
-// once, and Close ends both pops at once rather than at their timeout.
+// once, to one handler call at a time, and Close ends both pops at once
+// rather than at their timeout.
 func TestReplyQueueReaders(t *testing.T) {
 	srv := redistest.Start(t)
 	tr := open(t, srv, srv.URL(0), pidredis.Options{BlockTimeout: time.Minute})
@@ -308,7 +309,13 @@ func TestReplyQueueReaders(t *testing.T) {
 	replyEx := transport.Exchange{Name: "reply.readers.pidbox", Kind: transport.Direct}
 	var mu sync.Mutex
 	got := map[string]int{}
+	var inHandler, overlaps atomic.Int32
 	sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: replyEx, RoutingKey: "oid", Queue: "oid.reply.readers.pidbox"}, func(m []byte) {
+		if inHandler.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer inHandler.Add(-1)
+		time.Sleep(10 * time.Microsecond) // widen the window two readers could share
 		mu.Lock()
 		got[string(m)]++
 		mu.Unlock()
@@ -338,6 +345,7 @@ func TestReplyQueueReaders(t *testing.T) {
 		assert.Equal(t, 1, k, "reply %s delivered %d times", m, k)
 	}
 	mu.Unlock()
+	assert.Zero(t, overlaps.Load(), "the handler got one message at a time")
 
 	closed := make(chan error, 1)
 	go func() { closed <- sub.Close() }()
@@ -399,4 +407,82 @@ func TestReplyPush(t *testing.T) {
 			require.NoError(t, rdb.Del(ctx, key).Err())
 		})
 	}
+}
+
+// A reply refused because the server turned replica (as a name that moved
+// in a failover would show) drops the connection that met the refusal and
+// is tried again on a new one, as go-redis does for a pipeline whose first
+// reply is READONLY; once the server takes writes again, replies go out.
+func TestReplyOnReadOnlyReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	replyEx := transport.Exchange{Name: "reply.celery.pidbox", Kind: transport.Direct}
+	const oid = "7d3f1a52-0c4e-4b8a-9e21-6a5b0c9d8e13"
+	require.NoError(t, tr.Publish(ctx, replyEx, oid, []byte("before")))
+	dials := func() int64 {
+		info, err := rdb.Info(ctx, "stats").Result()
+		require.NoError(t, err)
+		for _, l := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "total_connections_received:"); ok {
+				var n int64
+				_, err := fmt.Sscan(v, &n)
+				require.NoError(t, err)
+				return n
+			}
+		}
+		t.Fatal("no total_connections_received in INFO stats")
+		return 0
+	}
+
+	require.NoError(t, rdb.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err()) // a master that never answers
+	defer rdb.Do(context.Background(), "REPLICAOF", "NO", "ONE")
+	before := dials()
+	err := tr.Publish(ctx, replyEx, oid, []byte("refused"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "READONLY")
+	assert.Greater(t, dials(), before, "the connection that met READONLY was dropped, the push tried again on a new one")
+
+	require.NoError(t, rdb.Do(ctx, "REPLICAOF", "NO", "ONE").Err())
+	require.NoError(t, tr.Publish(ctx, replyEx, oid, []byte("after")))
+	got, err := rdb.LRange(ctx, oid+".reply.celery.pidbox", 0, -1).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"after", "before"}, got)
+	require.NoError(t, rdb.Del(ctx, oid+".reply.celery.pidbox").Err())
+}
+
+// A transport starts at most 16 second readers, whatever its reply queues:
+// their connections come on top of MaxQueues in its blocking pool.
+func TestSecondReadersBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	tr := open(t, srv, srv.URL(0), pidredis.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := srv.Client(0)
+	defer rdb.Close()
+	blocked := func() int {
+		list, err := rdb.ClientList(ctx).Result()
+		require.NoError(t, err)
+		return strings.Count(list, "cmd=blmpop")
+	}
+	replyEx := transport.Exchange{Name: "reply.bounded.pidbox", Kind: transport.Direct}
+	const queues = 20
+	var got atomic.Int32
+	for i := range queues {
+		oid := fmt.Sprintf("oid%02d", i)
+		sub, err := tr.Subscribe(ctx, transport.Binding{Exchange: replyEx, RoutingKey: oid, Queue: oid + ".reply.bounded.pidbox"}, func([]byte) { got.Add(1) })
+		require.NoError(t, err)
+		defer sub.Close()
+		for b := range 2 { // two batches: the second starts a second reader
+			require.NoError(t, tr.Publish(ctx, replyEx, oid, fmt.Appendf(nil, "r%d", b)))
+			want := int32(2*i + b + 1)
+			require.Eventually(t, func() bool { return got.Load() == want }, 10*time.Second, time.Millisecond)
+		}
+	}
+	require.Eventually(t, func() bool { return blocked() == queues+16 }, 10*time.Second, 10*time.Millisecond, "20 readers and 16 second ones")
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, queues+16, blocked())
 }

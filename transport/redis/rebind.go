@@ -144,6 +144,11 @@ func (t *Transport) queuePush(ctx context.Context, pipe goredis.Pipeliner, ex tr
 		return
 	}
 	key := t.exchangeKey(ex.Name, replyQueue(ex, routingKey))
+	// A PEXPIRE first, outside the MULTI: go-redis judges a pipeline by
+	// its first reply, and retries it on a fresh connection (dropping this
+	// one) when that is READONLY (a replica behind a name that moved in a
+	// failover) or LOADING (a restart); MULTI is never refused so.
+	_ = pipe.Process(ctx, goredis.NewCmd(ctx, "pexpire", key, t.queueTTLArg))
 	_ = pipe.Process(ctx, goredis.NewStatusCmd(ctx, "multi"))
 	_ = pipe.Process(ctx, goredis.NewCmd(ctx, "lpush", key, msg))
 	_ = pipe.Process(ctx, goredis.NewCmd(ctx, "pexpire", key, t.queueTTLArg))

@@ -174,12 +174,13 @@ type Transport struct {
 	// a binding that was just removed.
 	declMu sync.RWMutex
 
-	mu     sync.Mutex
-	closed bool
-	subs   map[*subscription]struct{}
-	queues int // subscriptions in subs that read by blocking pops
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	closed  bool
+	subs    map[*subscription]struct{}
+	queues  int // subscriptions in subs that read by blocking pops
+	seconds int // reply queues' second readers running (secondReaders at most)
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -202,7 +203,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 	switch c := client.(type) {
 	case *goredis.Client:
 		o := *c.Options()
-		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = t.opts.MaxQueues, 0, 0
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = t.opts.MaxQueues+secondReaders, 0, 0
 		// The copy must not share the first client's push machinery.
 		o.PushNotificationProcessor = nil
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
@@ -216,7 +217,7 @@ func NewFromClient(client goredis.UniversalClient, opts Options) *Transport {
 		}
 	case *goredis.ClusterClient:
 		o := *c.Options()
-		o.PoolSize = t.opts.MaxQueues
+		o.PoolSize = t.opts.MaxQueues + secondReaders
 		t.blocking = goredis.NewClusterClient(&o)
 		t.owned = append(t.owned, t.blocking)
 		t.addr = strings.Join(o.Addrs, ",")
@@ -566,6 +567,9 @@ func (t *Transport) remove(s *subscription) {
 	defer t.mu.Unlock()
 	if _, ok := t.subs[s]; ok && s.pops() {
 		t.queues--
+		if s.hasSecond {
+			t.seconds--
+		}
 	}
 	delete(t.subs, s)
 	if len(t.subs) == 0 && !t.closed {

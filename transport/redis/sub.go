@@ -28,6 +28,8 @@ type subscription struct {
 	loopDone  chan struct{} // closed when the reading loops end
 	readers   atomic.Int32  // the reading loops still running (pops only)
 	batches   atomic.Int64  // batches delivered, until a second reader starts
+	hmu       sync.Mutex    // one handler call at a time, when two readers pop
+	hasSecond bool          // a second reader was started; guarded by t.mu
 	closeOnce sync.Once
 	closeErr  error
 
@@ -51,21 +53,32 @@ func (s *subscription) startList() {
 	go s.runList()
 }
 
+// secondReaders bounds the second readers of a transport's reply queues,
+// whose connections its blocking pool holds beside MaxQueues. A process
+// has one reply queue a mailbox, and seldom many mailboxes.
+const secondReaders = 16
+
 // second starts a second reading loop on a reply queue, once: while one
 // reader hands a reply to its caller (and lets it run first), the other
 // is already waiting in Redis for the next. It starts with the second
 // batch of replies, so that a process that makes one call to one node (a
 // command-line controller) dials no connection for it, and its Close
 // waits for none. Other queues keep one reader, and their messages their
-// order.
+// order. The handler still gets one message at a time (deliver).
 func (s *subscription) second() {
-	if !isReply(s.b.Exchange, s.b.RoutingKey) || s.closed() || s.batches.Load() >= 2 {
+	if !isReply(s.b.Exchange, s.b.RoutingKey) || s.closed() || s.batches.Load() >= 2 || s.batches.Add(1) != 2 {
 		return
 	}
-	if s.batches.Add(1) == 2 {
-		s.readers.Add(1) // before Close's wake counts the readers
-		go s.runList()
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.subs[s]; !ok || t.seconds >= secondReaders {
+		return
 	}
+	t.seconds++
+	s.hasSecond = true
+	s.readers.Add(1) // before Close's wake counts the readers
+	go s.runList()
 }
 
 var _ transport.HealthReporter = (*subscription)(nil)
@@ -108,9 +121,15 @@ func (s *subscription) closed() bool {
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // deliver hands a message to the handler; it reports false once closed.
+// Two readers of a reply queue take turns: the handler gets one message
+// at a time, as transport.Handler promises, in order within each batch.
 func (s *subscription) deliver(m []byte) bool {
 	if s.closed() {
 		return false
+	}
+	if s.pops() {
+		s.hmu.Lock()
+		defer s.hmu.Unlock()
 	}
 	s.h(m)
 	return true
