@@ -294,17 +294,7 @@ func TestReplyQueueReaders(t *testing.T) {
 	defer cancel()
 	rdb := srv.Client(0)
 	defer rdb.Close()
-	blocked := func() int {
-		list, err := rdb.ClientList(ctx).Result()
-		require.NoError(t, err)
-		n := 0
-		for _, l := range strings.Split(list, "\n") {
-			if strings.Contains(l, "cmd=blmpop") && strings.Contains(l, "flags=b") {
-				n++
-			}
-		}
-		return n
-	}
+	blocked := func() int { return blockedPops(ctx, t, rdb) }
 
 	replyEx := transport.Exchange{Name: "reply.readers.pidbox", Kind: transport.Direct}
 	var mu sync.Mutex
@@ -463,11 +453,7 @@ func TestSecondReadersBounded(t *testing.T) {
 	defer cancel()
 	rdb := srv.Client(0)
 	defer rdb.Close()
-	blocked := func() int {
-		list, err := rdb.ClientList(ctx).Result()
-		require.NoError(t, err)
-		return strings.Count(list, "cmd=blmpop")
-	}
+	blocked := func() int { return blockedPops(ctx, t, rdb) }
 	replyEx := transport.Exchange{Name: "reply.bounded.pidbox", Kind: transport.Direct}
 	const queues = 20
 	var got atomic.Int32
@@ -485,4 +471,17 @@ func TestSecondReadersBounded(t *testing.T) {
 	require.Eventually(t, func() bool { return blocked() == queues+16 }, 10*time.Second, 10*time.Millisecond, "20 readers and 16 second ones")
 	time.Sleep(50 * time.Millisecond)
 	assert.Equal(t, queues+16, blocked())
+}
+
+// blockedPops counts the server's connections blocked in a BLMPOP.
+func blockedPops(ctx context.Context, t *testing.T, rdb *goredis.Client) int {
+	list, err := rdb.ClientList(ctx).Result()
+	require.NoError(t, err)
+	n := 0
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, "cmd=blmpop") && strings.Contains(l, "flags=b") {
+			n++
+		}
+	}
+	return n
 }
