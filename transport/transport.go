@@ -103,10 +103,10 @@ type Publisher interface {
 // Handler receives a subscription's messages, one at a time and in order,
 // on a goroutine of the transport's. (Where a transport reads a reply
 // queue with more than one consumer, the order holds within what each
-// one reads: replies from different nodes have no order of their own.) msg is valid only until the handler
-// returns and must not be modified: copy what you keep. The handler must
-// return quickly, handing slow work to goroutines of its own, and must not
-// call the subscription's Close.
+// one reads: replies from different nodes have no order of their own.)
+// msg is valid only until the handler returns and must not be modified:
+// copy what you keep. The handler must return quickly, handing slow work
+// to goroutines of its own, and must not call the subscription's Close.
 type Handler func(msg []byte)
 
 // Subscriber binds queues and consumes them.

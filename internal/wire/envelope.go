@@ -161,11 +161,8 @@ func EncodedLen(e *Envelope) int {
 // than limit bytes before any parsing. Errors wrap ErrTooLarge,
 // ErrMalformed or ErrUnsupported.
 func Decode(data []byte, limit int) (*Envelope, error) {
-	if limit > 0 && len(data) > limit {
-		return nil, fmt.Errorf("%w: envelope of %d bytes is above the %d-byte limit", ErrTooLarge, len(data), limit)
-	}
 	e := &Envelope{}
-	if err := decodeEnvelope(data, e); err != nil {
+	if err := DecodeInto(data, limit, e); err != nil {
 		return nil, err
 	}
 	return e, nil

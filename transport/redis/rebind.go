@@ -128,7 +128,7 @@ func (t *Transport) checkEviction(policy *goredis.MapStringStringCmd) {
 // queuePush adds to pipe the commands that push msg to a direct exchange.
 //
 // A reply goes straight to its caller's list, which Kombu's naming makes
-// known without a lookup (see replyQueue): LPUSH and PEXPIRE in a MULTI,
+// known without a lookup (see replyKey): LPUSH and PEXPIRE in a MULTI,
 // which costs Redis a quarter of the routing script (1.2 µs a reply
 // against 4.6, docs/BENCHMARKS.md) and reaches a caller whose binding was
 // evicted or flushed. The MULTI keeps the list from ever lacking its TTL,
@@ -143,7 +143,7 @@ func (t *Transport) queuePush(ctx context.Context, pipe goredis.Pipeliner, ex tr
 		pushScript.EvalSha(ctx, pipe, []string{t.bindingKey(ex.Name)}, t.pushArgs(ex, routingKey, msg)...)
 		return
 	}
-	key := t.exchangeKey(ex.Name, replyQueue(ex, routingKey))
+	key := t.replyKey(ex, routingKey)
 	// A PEXPIRE first, outside the MULTI: go-redis judges a pipeline by
 	// its first reply, and retries it on a fresh connection (dropping this
 	// one) when that is READONLY (a replica behind a name that moved in a
@@ -185,7 +185,7 @@ func (t *Transport) pushArgs(ex transport.Exchange, routingKey string, msg []byt
 // publishReply pushes a reply to its caller's list in a transaction of its
 // own, for Cluster (see queuePush).
 func (t *Transport) publishReply(ctx context.Context, ex transport.Exchange, routingKey string, msg []byte) error {
-	key := t.exchangeKey(ex.Name, replyQueue(ex, routingKey))
+	key := t.replyKey(ex, routingKey)
 	_, err := t.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.LPush(ctx, key, msg)
 		p.PExpire(ctx, key, t.opts.QueueTTL)
@@ -194,15 +194,15 @@ func (t *Transport) publishReply(ctx context.Context, ex transport.Exchange, rou
 	return err
 }
 
-// replyQueue names the queue a reply to routing key R on exchange
+// replyKey is the list a reply to routing key R on exchange
 // "reply.<ns>.pidbox" belongs in: Kombu names every reply queue
 // "<oid>.reply.<ns>.pidbox" and binds it under the routing key <oid>.
-func replyQueue(ex transport.Exchange, routingKey string) string {
-	return routingKey + "." + ex.Name
+func (t *Transport) replyKey(ex transport.Exchange, routingKey string) string {
+	return t.exchangeKey(ex.Name, routingKey+"."+ex.Name)
 }
 
 // isReply reports whether a message to ex under routingKey is a reply,
-// whose queue replyQueue names.
+// whose list replyKey names.
 func isReply(ex transport.Exchange, routingKey string) bool {
 	return ex.Kind == transport.Direct && routingKey != "" && strings.HasPrefix(ex.Name, "reply.") && strings.HasSuffix(ex.Name, ".pidbox")
 }
